@@ -1,0 +1,1 @@
+"""The shared vocabulary of every party: pure values, messages, tariffs and rating."""

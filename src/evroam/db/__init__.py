@@ -1,0 +1,1 @@
+"""Storage shared by every party: engine, exact column types, schema and migrations."""

@@ -1,0 +1,50 @@
+"""Where the database is and how to open it: SQLite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_data_dir
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+ENV_URL = "EVROAM_DATABASE_URL"
+
+
+def default_url() -> str:
+    """EVROAM_DATABASE_URL, else a SQLite file in the user's data directory."""
+    if url := os.environ.get(ENV_URL):
+        return url
+    folder = Path(user_data_dir("evroam", appauthor=False))
+    return f"sqlite:///{folder / 'evroam.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Let people write postgresql://...; we always drive PostgreSQL with psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
+    url = normalize_url(url or default_url())
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,158 @@
+"""Tables. Every party uses the same schema; a process only fills the tables it owns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from evroam.db.types import ExactDecimal
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _id(name: str = "id", *args: Any, **kw: Any) -> Column[str]:
+    return Column(name, String(64), *args, **kw)
+
+
+# --- the territory registry (the utility's CIS and the clearinghouse membership) ---------
+# `position` keeps each list in file order, so `territory show` prints the file back.
+
+utilities = Table(
+    "utilities",
+    metadata,
+    _id(primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("time_zone", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("holiday_country", String(3)),
+    Column("holiday_subdivision", String(16)),
+    Column("billing_cycle_day", Integer, nullable=False),
+    _id("default_tariff", nullable=False),
+    _id("guest_tariff", nullable=False),
+)
+
+tariffs = Table(
+    "tariffs",
+    metadata,
+    _id("utility_id", ForeignKey("utilities.id"), primary_key=True),
+    _id(primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("spec", Text, nullable=False),  # the tariff as JSON, exactly as validated
+)
+
+programs = Table(
+    "programs",
+    metadata,
+    _id("utility_id", ForeignKey("utilities.id"), primary_key=True),
+    _id(primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),
+    _id("tariff_id", nullable=False),
+    Column("monthly_charge", ExactDecimal, nullable=False),
+    Column("dlc_credit_per_event", ExactDecimal, nullable=False),
+    Column("dlc_credit_per_kwh", ExactDecimal, nullable=False),
+    ForeignKeyConstraint(["utility_id", "tariff_id"], ["tariffs.utility_id", "tariffs.id"]),
+)
+
+feeders = Table(
+    "feeders",
+    metadata,
+    _id("utility_id", ForeignKey("utilities.id"), primary_key=True),
+    _id(primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("capacity_kw", ExactDecimal, nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    _id("utility_id", ForeignKey("utilities.id"), primary_key=True),
+    _id(primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("name", String(200), nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    _id(primary_key=True),
+    _id("utility_id", nullable=False),
+    _id("customer_id", nullable=False),
+    Column("position", Integer, nullable=False),
+    ForeignKeyConstraint(["utility_id", "customer_id"], ["customers.utility_id", "customers.id"]),
+)
+
+premises = Table(
+    "premises",
+    metadata,
+    _id(primary_key=True),
+    _id("utility_id", ForeignKey("utilities.id"), nullable=False, index=True),
+    _id("account_id", ForeignKey("accounts.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    _id("feeder_id"),
+    Column("esi_communicating", Boolean, nullable=False),
+    _id("eumd_id", unique=True),
+    Column("eumd_interval_s", Integer),
+    Column("visitor_policy", String(16), nullable=False),
+    Column("permitted_pevs", Text),  # JSON list, or NULL for "any PEV"
+)
+
+portals = Table(
+    "portals",
+    metadata,
+    _id(primary_key=True),
+    _id("premise_id", ForeignKey("premises.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("amps", Integer),
+    Column("max_kw", ExactDecimal),
+)
+
+pevs = Table(
+    "pevs",
+    metadata,
+    _id(primary_key=True),
+    _id("utility_id", ForeignKey("utilities.id"), nullable=False, index=True),
+    _id("owner_account", ForeignKey("accounts.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    _id("program_id"),
+    _id("home_premise_id", ForeignKey("premises.id")),
+    Column("communicating", Boolean, nullable=False),
+    Column("max_kw", ExactDecimal, nullable=False),
+)
+
+clearinghouses = Table(
+    "clearinghouses",
+    metadata,
+    _id(primary_key=True),
+    Column("name", String(200), nullable=False),
+)
+
+clearinghouse_members = Table(
+    "clearinghouse_members",
+    metadata,
+    _id("clearinghouse_id", ForeignKey("clearinghouses.id"), primary_key=True),
+    _id("utility_id", primary_key=True),
+    Column("position", Integer, nullable=False),
+)

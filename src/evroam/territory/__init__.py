@@ -1,0 +1,1 @@
+"""The territory: what every party knows about utilities, customers, premises and PEVs."""
