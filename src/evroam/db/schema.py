@@ -16,7 +16,7 @@ from sqlalchemy import (
     Text,
 )
 
-from evroam.db.types import ExactDecimal
+from evroam.db.types import ExactDecimal, UtcDateTime
 
 metadata = MetaData(
     naming_convention={
@@ -155,4 +155,92 @@ clearinghouse_members = Table(
     _id("clearinghouse_id", ForeignKey("clearinghouses.id"), primary_key=True),
     _id("utility_id", primary_key=True),
     Column("position", Integer, nullable=False),
+)
+
+
+# --- charging sessions (the utility's record of each session, seed 1.6.x "Utility records") --
+
+gateway_credentials = Table(
+    "gateway_credentials",
+    metadata,
+    _id("premise_id", ForeignKey("premises.id", ondelete="CASCADE"), primary_key=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("issued_at", UtcDateTime, nullable=False),
+)
+
+# Registry ids are kept as plain strings here (no foreign keys): a session's history must
+# survive the premise or PEV later leaving the registry.
+sessions = Table(
+    "sessions",
+    metadata,
+    _id("premise_id", primary_key=True),
+    _id("session_id", primary_key=True),
+    _id("utility_id", nullable=False),
+    _id("portal_id", nullable=False),
+    _id("pev_id"),
+    Column("plugged_in_at", UtcDateTime, nullable=False),
+    Column("case", String(16), nullable=False),
+    Column("site", String(16), nullable=False),
+    Column("bound", Boolean, nullable=False),
+    Column("incentive", Boolean, nullable=False),
+    _id("payer_account", nullable=False),
+    _id("tariff_id", nullable=False),
+    _id("program_id"),
+    Column("fallback_reason", String(32)),
+    Column("why", String(200), nullable=False),
+    Column("energy_request", Text),  # the PEV's EnergyRequest as JSON
+    Column("energy_available", Text),  # the utility's answer as JSON
+    Column("ended_at", UtcDateTime),
+    Column("reported_energy_wh", Integer),
+    Column("metered", Boolean),
+    Column("closed", Boolean, nullable=False, default=False),
+)
+
+interval_readings = Table(
+    "interval_readings",
+    metadata,
+    _id("eumd_id", primary_key=True),
+    _id("session_id", primary_key=True),
+    Column("interval_start_at", UtcDateTime, primary_key=True),
+    _id("premise_id", nullable=False),
+    _id("pev_id"),
+    Column("interval_s", Integer, nullable=False),
+    Column("energy_wh", Integer, nullable=False),
+)
+
+session_reports = Table(
+    "session_reports",
+    metadata,
+    _id("premise_id", primary_key=True),
+    _id("session_id", primary_key=True),
+    _id("portal_id", nullable=False),
+    _id("pev_id"),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime, nullable=False),
+    Column("energy_wh", Integer, nullable=False),
+    Column("metered", Boolean, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+# The ledger: every priced line of energy, appended, never edited. A bill claims lines;
+# late data and corrections become new lines that reference what they correct.
+charges = Table(
+    "charges",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _id("utility_id", nullable=False),
+    _id("account_id", nullable=False, index=True),
+    _id("premise_id", nullable=False),
+    _id("session_id"),
+    Column("cycle", String(7), nullable=False),  # billing cycle, "YYYY-MM" of its first day
+    Column("kind", String(24), nullable=False),
+    Column("label", String(64), nullable=False),
+    _id("tariff_id"),
+    Column("price_per_kwh", ExactDecimal),
+    Column("energy_wh", Integer, nullable=False),
+    Column("amount", ExactDecimal, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("corrects_id", Integer, ForeignKey("charges.id")),
+    Column("bill_id", String(64), index=True),
+    Column("created_at", UtcDateTime, nullable=False),
 )

@@ -1,0 +1,1 @@
+"""The premise gateway: ESI/ESCI binding, the EUMD's interval metering, store-and-forward."""

@@ -1,0 +1,166 @@
+"""The premise gateway (ESI + EUMD + energy portal) of seed 1.6.1-1.6.5.
+
+It binds the plugged PEV through the utility, relays Energy Request / Energy Available,
+queues the EUMD's interval readings and the session report, and delivers them when the
+utility can be reached. Charging never waits for the utility: when it cannot be reached,
+the PEV charges at once, without incentive (seed 1.4.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from evroam.core.messages import (
+    BindRequest,
+    BindResult,
+    EnergyAvailable,
+    EnergyRequest,
+    IntervalReading,
+    SessionReport,
+)
+from evroam.gateway.outbox import Outbox, decode_readings, decode_report
+from evroam.transport import Unreachable, UtilityLink, UtilityRefused
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    premise_id: str
+    eumd_id: str | None  # None: the premise has no EUMD
+    interval_s: int
+    portal_rating_w: dict[str, int]
+
+
+@dataclass
+class ActiveSession:
+    session_id: str
+    portal_id: str
+    pev_id: str | None
+    plugged_in_at: datetime
+    bind: BindResult
+    available: EnergyAvailable | None = None
+    metered_wh: int = 0
+    estimated_wh: int = 0  # the EVSE's own count, used when no EUMD measured
+    eumd_ok: bool = True
+    readings: list[IntervalReading] = field(default_factory=list)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, link: UtilityLink, outbox: Outbox) -> None:
+        self.config = config
+        self.link = link
+        self.outbox = outbox
+        self.eumd_available = config.eumd_id is not None
+        self.sessions: dict[str, ActiveSession] = {}
+
+    # --- seed: "Customer connects PEV", "PEV/ESI binds", "PEV requests charge" ---------------
+
+    def plug_in(
+        self,
+        session_id: str,
+        portal_id: str,
+        pev_id: str | None,
+        at: datetime,
+        request: EnergyRequest | None = None,
+    ) -> ActiveSession:
+        bind = self._bind(session_id, portal_id, pev_id, at)
+        active = ActiveSession(session_id, portal_id, pev_id, at, bind, eumd_ok=self.eumd_available)
+        self.sessions[session_id] = active
+        if request is not None and bind.bound:
+            try:
+                active.available = self.link.request_energy(request)
+            except (Unreachable, UtilityRefused):
+                active.available = None  # charge at once, as if unbound
+        return active
+
+    def _bind(
+        self, session_id: str, portal_id: str, pev_id: str | None, at: datetime
+    ) -> BindResult:
+        if pev_id is None:
+            # A non-communicating PEV never binds (1.6.5); the utility learns of the
+            # session from the report.
+            return BindResult(
+                session_id=session_id,
+                bound=False,
+                incentive=False,
+                case="unenrolled",
+                message="PEV does not communicate: charging without incentive",
+            )
+        request = BindRequest(
+            session_id=session_id,
+            premise_id=self.config.premise_id,
+            portal_id=portal_id,
+            pev_id=pev_id,
+            plugged_in_at=at,
+        )
+        try:
+            return self.link.bind(request, eumd_ok=self.eumd_available)
+        except (Unreachable, UtilityRefused) as err:
+            return BindResult(
+                session_id=session_id,
+                bound=False,
+                incentive=False,
+                case="fallback",
+                fallback_reason="comms_down",
+                message=f"utility not reachable ({err}): charging without incentive",
+            )
+
+    # --- seed: "EUMD measures" ------------------------------------------------------------------
+
+    def meter(self, session_id: str, interval_start_at: datetime, energy_wh: int) -> None:
+        """The EUMD closed an interval: queue the reading (or count it, with no EUMD)."""
+        active = self.sessions[session_id]
+        active.estimated_wh += energy_wh
+        if not (active.eumd_ok and self.eumd_available) or self.config.eumd_id is None:
+            active.eumd_ok = False
+            return
+        reading = IntervalReading(
+            eumd_id=self.config.eumd_id,
+            session_id=session_id,
+            pev_id=active.pev_id,
+            premise_id=self.config.premise_id,
+            interval_start_at=interval_start_at,
+            interval_s=self.config.interval_s,
+            energy_wh=energy_wh,
+        )
+        active.metered_wh += energy_wh
+        active.readings.append(reading)
+        self.outbox.put_reading(reading)
+
+    # --- seed: "ESI communicates results to Utility" (and to the vehicle) -----------------------
+
+    def plug_out(self, session_id: str, at: datetime) -> SessionReport:
+        active = self.sessions.pop(session_id)
+        metered = active.eumd_ok and self.config.eumd_id is not None
+        report = SessionReport(
+            session_id=session_id,
+            premise_id=self.config.premise_id,
+            portal_id=active.portal_id,
+            pev_id=active.pev_id,
+            started_at=active.plugged_in_at,
+            ended_at=at,
+            energy_wh=active.metered_wh if metered else active.estimated_wh,
+            metered=metered,
+        )
+        self.outbox.put_report(report)
+        return report
+
+    def flush(self) -> int:
+        """Deliver the outbox in order until it is empty or the utility is unreachable."""
+        delivered = 0
+        while True:
+            kind, run = self.outbox.head()
+            if not run:
+                return delivered
+            try:
+                if kind == "reading":
+                    self.link.send_readings(decode_readings(run))
+                else:
+                    self.link.report_session(decode_report(run))
+            except Unreachable:
+                return delivered
+            except UtilityRefused as err:
+                self.outbox.bury(run, kind, str(err))
+                continue
+            self.outbox.ack(run[-1][0])
+            delivered += len(run)

@@ -1,0 +1,88 @@
+"""How a premise gateway reaches its utility: in-process (demo, fast tests) or HTTP.
+
+Both raise Unreachable when the utility cannot be reached; the gateway then falls back
+(charging proceeds) and keeps its outbox for later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import httpx
+
+from evroam.core.messages import (
+    BindRequest,
+    BindResult,
+    EnergyAvailable,
+    EnergyRequest,
+    IntervalReading,
+    SessionReport,
+)
+
+
+class Unreachable(Exception):
+    """The utility did not answer: no comms (seed 1.4.1)."""
+
+
+class UtilityRefused(Exception):
+    """The utility answered with a refusal; retrying the same message will not help."""
+
+    def __init__(self, status: int, detail: object) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class UtilityLink(Protocol):
+    """What a gateway may ask of its utility."""
+
+    def bind(self, request: BindRequest, eumd_ok: bool) -> BindResult: ...
+
+    def request_energy(self, request: EnergyRequest) -> EnergyAvailable: ...
+
+    def send_readings(self, readings: Sequence[IntervalReading]) -> int: ...
+
+    def report_session(self, report: SessionReport) -> None: ...
+
+
+class HttpUtilityLink:
+    """The utility's gateway API over HTTP, authenticated by the premise's bearer token."""
+
+    def __init__(self, base_url: str, token: str, timeout_s: float = 5.0) -> None:
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+        )
+
+    def _post(self, path: str, body: str) -> httpx.Response:
+        try:
+            response = self._client.post(
+                path, content=body, headers={"Content-Type": "application/json"}
+            )
+        except httpx.TransportError as err:
+            raise Unreachable(str(err)) from err
+        if response.status_code >= 500:
+            raise Unreachable(f"HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise UtilityRefused(response.status_code, response.json().get("detail"))
+        return response
+
+    def bind(self, request: BindRequest, eumd_ok: bool) -> BindResult:
+        path = "/v1/gateway/bind" + ("" if eumd_ok else "?eumd_ok=false")
+        return BindResult.model_validate_json(self._post(path, request.model_dump_json()).text)
+
+    def request_energy(self, request: EnergyRequest) -> EnergyAvailable:
+        response = self._post("/v1/gateway/energy-requests", request.model_dump_json())
+        return EnergyAvailable.model_validate_json(response.text)
+
+    def send_readings(self, readings: Sequence[IntervalReading]) -> int:
+        body = "[" + ",".join(r.model_dump_json() for r in readings) + "]"
+        return int(self._post("/v1/gateway/readings", body).json()["accepted"])
+
+    def report_session(self, report: SessionReport) -> None:
+        self._post("/v1/gateway/session-reports", report.model_dump_json())
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,1 @@
+"""The utility: registry, authorization, planning, payer rules, sessions, billing."""

@@ -1,0 +1,99 @@
+"""The utility's HTTP API for premise gateways (the OpenAPI document is the contract).
+
+Each gateway authenticates with its premise's bearer token and may speak only for that
+premise. Refusals carry pydantic-style detail naming the field and the value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from evroam.core.messages import (
+    BindRequest,
+    BindResult,
+    EnergyAvailable,
+    EnergyRequest,
+    IntervalReading,
+    SessionReport,
+)
+from evroam.utility.errors import Refused
+from evroam.utility.service import UtilityService
+
+MAX_BATCH = 5000
+
+
+class ReadingsAccepted(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class Recorded(BaseModel):
+    session_id: str
+    status: str = "recorded"
+
+
+def create_app(service: UtilityService) -> FastAPI:
+    app = FastAPI(
+        title=f"evroam utility {service.utility_id}",
+        version="1",
+        description="Gateway API of one utility: bind, Energy Request, readings, reports.",
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    def gateway_premise(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> str:
+        premise_id = service.premise_for_token(credentials.credentials) if credentials else None
+        if premise_id is None:
+            raise HTTPException(
+                401, "unknown or missing gateway token", {"WWW-Authenticate": "Bearer"}
+            )
+        return premise_id
+
+    Premise = Annotated[str, Depends(gateway_premise)]  # noqa: N806 - a type alias
+
+    @app.exception_handler(Refused)
+    async def refused(_: Request, err: Refused) -> JSONResponse:
+        detail = [{"loc": ["body", *err.field.split(".")], "msg": err.message, "input": err.value}]
+        return JSONResponse(status_code=err.status, content={"detail": _jsonable(detail)})
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "utility": service.utility_id}
+
+    @app.post("/v1/gateway/bind")
+    def bind(premise: Premise, request: BindRequest, eumd_ok: bool = True) -> BindResult:
+        return service.bind(premise, request, eumd_ok=eumd_ok)
+
+    @app.post("/v1/gateway/energy-requests")
+    def energy_request(premise: Premise, request: EnergyRequest) -> EnergyAvailable:
+        return service.request_energy(premise, request)
+
+    @app.post("/v1/gateway/readings")
+    def readings(premise: Premise, batch: list[IntervalReading]) -> ReadingsAccepted:
+        if len(batch) > MAX_BATCH:
+            raise HTTPException(413, f"at most {MAX_BATCH} readings per request")
+        ack = service.record_readings(premise, batch)
+        return ReadingsAccepted(accepted=ack.accepted, duplicates=ack.duplicates)
+
+    @app.post("/v1/gateway/session-reports")
+    def session_report(premise: Premise, report: SessionReport) -> Recorded:
+        service.report_session(premise, report)
+        return Recorded(session_id=report.session_id)
+
+    return app
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

@@ -1,0 +1,498 @@
+"""The utility's use cases: bind, answer Energy Requests, record readings and reports, rate.
+
+Each method is one transaction: it loads through the store, applies the pure rules
+(payer, planning, rating), saves, and returns the seed's message. Every message a gateway
+may retry is idempotent: the same key with the same content returns the stored result,
+with different content it is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from evroam.core.clock import Clock, is_aligned
+from evroam.core.messages import (
+    BindRequest,
+    BindResult,
+    EnergyAvailable,
+    EnergyRequest,
+    IntervalReading,
+    ScheduleSlot,
+    SessionReport,
+)
+from evroam.db import schema as s
+from evroam.territory.model import Premise
+from evroam.territory.store import read_territory
+from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
+from evroam.utility.payer import Conditions, PayerDecision, decide
+from evroam.utility.rate_session import SessionRater
+from evroam.utility.registry import Registry
+
+# A reading may end this far after the utility's clock (gateway clocks drift).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class ReadingsAck:
+    """What a batch of readings did: `accepted` new rows, `duplicates` already held."""
+
+    accepted: int
+    duplicates: int
+
+
+class UtilityService:
+    def __init__(self, engine: Engine, utility_id: str, clock: Clock) -> None:
+        self.engine = engine
+        self.utility_id = utility_id
+        self.clock = clock
+        self._registry: Registry | None = None
+        self._rater: SessionRater | None = None
+
+    # --- registry ----------------------------------------------------------------------
+
+    def registry(self) -> Registry:
+        if self._registry is None:
+            with self.engine.connect() as conn:
+                territory = read_territory(conn)
+            if territory is None:
+                raise NotFound("utility_id", self.utility_id, "no territory loaded")
+            try:
+                self._registry = Registry.of(territory, self.utility_id)
+            except KeyError:
+                raise NotFound("utility_id", self.utility_id, "unknown utility") from None
+            self._rater = SessionRater(self._registry.utility)
+        return self._registry
+
+    def reload(self) -> None:
+        """Forget the cached registry (after a territory load)."""
+        self._registry = None
+        self._rater = None
+
+    def _premise(self, gateway_premise: str, claimed: str, field: str = "premise_id") -> Premise:
+        """The gateway's own premise; a gateway can only speak for the premise it serves."""
+        if claimed != gateway_premise:
+            raise Forbidden(field, claimed, f"this gateway serves premise {gateway_premise!r}")
+        premise = self.registry().premises.get(claimed)
+        if premise is None:
+            raise Invalid(field, claimed, f"unknown premise in utility {self.utility_id}")
+        return premise
+
+    # --- gateway credentials ---------------------------------------------------------------
+
+    def issue_gateway_token(self, premise_id: str) -> str:
+        """A new bearer token for the premise's gateway; any earlier one stops working."""
+        if premise_id not in self.registry().premises:
+            raise Invalid("premise_id", premise_id, f"unknown premise in utility {self.utility_id}")
+        token = secrets.token_urlsafe(32)
+        row = {"token_sha256": _digest(token), "issued_at": self.clock()}
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(s.gateway_credentials)
+                .where(s.gateway_credentials.c.premise_id == premise_id)
+                .values(row)
+            )
+            if done.rowcount == 0:
+                conn.execute(insert(s.gateway_credentials).values(premise_id=premise_id, **row))
+        return token
+
+    def premise_for_token(self, token: str) -> str | None:
+        with self.engine.connect() as conn:
+            premise_id = conn.execute(
+                select(s.gateway_credentials.c.premise_id).where(
+                    s.gateway_credentials.c.token_sha256 == _digest(token)
+                )
+            ).scalar()
+        if premise_id is None or premise_id not in self.registry().premises:
+            return None
+        return str(premise_id)
+
+    # --- bind (seed: "PEV/ESI binds", "Utility validates") --------------------------------
+
+    def bind(self, gateway_premise: str, request: BindRequest, eumd_ok: bool = True) -> BindResult:
+        premise = self._premise(gateway_premise, request.premise_id)
+        registry = self.registry()
+        at = registry.portals.get(request.portal_id)
+        pev = registry.pevs.get(request.pev_id) if request.pev_id else None
+        decision = decide(
+            registry.utility,
+            premise,
+            pev,
+            Conditions(
+                pev_id=request.pev_id,
+                eumd_ok=eumd_ok,
+                portal_at_premise=at is not None and at[0].id == premise.id,
+            ),
+        )
+        with self.engine.begin() as conn:
+            existing = self._session(conn, premise.id, request.session_id)
+            if existing is not None:
+                same = (existing["pev_id"], existing["portal_id"], existing["plugged_in_at"]) == (
+                    request.pev_id,
+                    request.portal_id,
+                    request.plugged_in_at,
+                )
+                if not same:
+                    raise Conflict(
+                        "session_id", request.session_id, "already bound with other content"
+                    )
+                return _bind_result(existing)
+            row = self._session_row(premise, request, decision)
+            conn.execute(insert(s.sessions).values(row))
+        return _bind_result(row)
+
+    def _session_row(
+        self, premise: Premise, request: BindRequest, decision: PayerDecision
+    ) -> dict[str, Any]:
+        return {
+            "premise_id": premise.id,
+            "session_id": request.session_id,
+            "utility_id": self.utility_id,
+            "portal_id": request.portal_id,
+            "pev_id": request.pev_id,
+            "plugged_in_at": request.plugged_in_at,
+            **_decision_columns(decision),
+            "closed": False,
+        }
+
+    @staticmethod
+    def _session(conn: Connection, premise_id: str, session_id: str) -> dict[str, Any] | None:
+        row = (
+            conn.execute(
+                select(s.sessions).where(
+                    s.sessions.c.premise_id == premise_id, s.sessions.c.session_id == session_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return dict(row) if row is not None else None
+
+    # --- Energy Request -> Energy Available -------------------------------------------------
+
+    def request_energy(self, gateway_premise: str, request: EnergyRequest) -> EnergyAvailable:
+        registry = self.registry()
+        premise = registry.premises[gateway_premise]
+        with self.engine.begin() as conn:
+            session = self._session(conn, premise.id, request.session_id)
+            if session is None:
+                raise NotFound("session_id", request.session_id, "bind the PEV first")
+            if session["energy_request"] == request.model_dump_json():
+                return EnergyAvailable.model_validate_json(session["energy_available"])
+            _, portal = registry.portals[session["portal_id"]]
+            pev = registry.pevs.get(session["pev_id"] or "")
+            answer = self._plan(request, portal.rating_w(), pev.max_w() if pev else request.max_w)
+            conn.execute(
+                update(s.sessions)
+                .where(
+                    s.sessions.c.premise_id == premise.id,
+                    s.sessions.c.session_id == request.session_id,
+                )
+                .values(
+                    energy_request=request.model_dump_json(),
+                    energy_available=answer.model_dump_json(),
+                )
+            )
+        return answer
+
+    def _plan(self, request: EnergyRequest, portal_w: int, pev_w: int) -> EnergyAvailable:
+        """Grant what was asked at the lowest of PEV, request and portal, starting now."""
+        now = self.clock()
+        rate_w = min(request.max_w, portal_w, pev_w)
+        seconds = int((request.departure_at - now).total_seconds())
+        deliverable = max(0, rate_w * seconds // 3600)
+        energy = min(request.energy_wh, deliverable)
+        if energy == 0:
+            return EnergyAvailable(
+                session_id=request.session_id,
+                energy_wh=0,
+                max_w=rate_w,
+                shortfall_reason="departure is not after now",
+            )
+        end = now + timedelta(seconds=-(-energy * 3600 // rate_w))
+        return EnergyAvailable(
+            session_id=request.session_id,
+            energy_wh=energy,
+            max_w=rate_w,
+            schedule=(ScheduleSlot(start_at=now, end_at=end, power_w=rate_w),),
+            shortfall_reason=None
+            if energy == request.energy_wh
+            else f"departure too soon at {rate_w} W",
+        )
+
+    # --- EUMD interval readings -----------------------------------------------------------
+
+    def record_readings(
+        self, gateway_premise: str, readings: Sequence[IntervalReading]
+    ) -> ReadingsAck:
+        """Store a batch in one transaction; duplicates are acknowledged, never re-applied."""
+        premise = self.registry().premises.get(gateway_premise)
+        if premise is None:
+            raise Invalid("premise_id", gateway_premise, "unknown premise")
+        limit = self.clock() + CLOCK_SKEW
+        rows = []
+        for i, r in enumerate(readings):
+            self._premise(gateway_premise, r.premise_id, f"readings[{i}].premise_id")
+            if premise.eumd is None or r.eumd_id != premise.eumd.id:
+                raise Invalid(f"readings[{i}].eumd_id", r.eumd_id, "not this premise's EUMD")
+            if r.interval_s != premise.eumd.interval_s:
+                raise Invalid(
+                    f"readings[{i}].interval_s",
+                    r.interval_s,
+                    f"this EUMD is configured for {premise.eumd.interval_s} s intervals",
+                )
+            if not is_aligned(r.interval_start_at, r.interval_s):
+                raise Invalid(
+                    f"readings[{i}].interval_start_at",
+                    r.interval_start_at.isoformat(),
+                    f"not aligned to the {r.interval_s} s interval",
+                )
+            if r.interval_end_at() > limit:
+                raise Invalid(
+                    f"readings[{i}].interval_start_at",
+                    r.interval_start_at.isoformat(),
+                    "interval ends in the future",
+                )
+            rows.append(r.model_dump())
+        if not rows:
+            return ReadingsAck(0, 0)
+        with self.engine.begin() as conn:
+            inserted = _insert_new(conn, rows)
+            clashes = [r for r in rows if _reading_key(r) not in inserted]
+            _check_same(conn, clashes)
+            late = {r["session_id"] for r in rows if _reading_key(r) in inserted}
+            for session_id in sorted(late):
+                session = self._session(conn, premise.id, session_id)
+                if session is not None and session["closed"]:
+                    self._rate(conn, session)  # late data: append the adjustment
+        return ReadingsAck(accepted=len(inserted), duplicates=len(rows) - len(inserted))
+
+    # --- session report (seed: "ESI communicates results to Utility") ---------------------
+
+    def report_session(self, gateway_premise: str, report: SessionReport) -> None:
+        premise = self._premise(gateway_premise, report.premise_id)
+        row = report.model_dump()
+        with self.engine.begin() as conn:
+            stored = (
+                conn.execute(
+                    select(s.session_reports).where(
+                        s.session_reports.c.premise_id == premise.id,
+                        s.session_reports.c.session_id == report.session_id,
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if stored is not None:
+                if any(stored[k] != v for k, v in row.items()):
+                    raise Conflict(
+                        "session_id", report.session_id, "already reported with other content"
+                    )
+                return
+            conn.execute(insert(s.session_reports).values(**row, received_at=self.clock()))
+            session = self._session(conn, premise.id, report.session_id)
+            if session is None:
+                # Never bound: the gateway could not reach us at plug-in (1.4.1 fallback).
+                request = BindRequest(
+                    session_id=report.session_id,
+                    premise_id=premise.id,
+                    portal_id=report.portal_id,
+                    pev_id=report.pev_id,
+                    plugged_in_at=report.started_at,
+                )
+                decision = decide(
+                    self.registry().utility,
+                    premise,
+                    self.registry().pevs.get(report.pev_id or ""),
+                    Conditions(pev_id=report.pev_id, comms_ok=False),
+                )
+                session = self._session_row(premise, request, decision)
+                conn.execute(insert(s.sessions).values(session))
+            elif not report.metered and session["bound"]:
+                # The EUMD failed during the session: 1.4.1, premise pays at its default.
+                decision = decide(
+                    self.registry().utility,
+                    premise,
+                    self.registry().pevs.get(report.pev_id or ""),
+                    Conditions(pev_id=report.pev_id, eumd_ok=False),
+                )
+                session |= _decision_columns(decision)
+            closing = {
+                "ended_at": report.ended_at,
+                "reported_energy_wh": report.energy_wh,
+                "metered": report.metered,
+                "closed": True,
+            }
+            closing |= {k: session[k] for k in _DECISION}
+            conn.execute(
+                update(s.sessions)
+                .where(
+                    s.sessions.c.premise_id == premise.id,
+                    s.sessions.c.session_id == report.session_id,
+                )
+                .values(closing)
+            )
+            self._rate(conn, session | closing)
+
+    # --- rating into the ledger -------------------------------------------------------------
+
+    def _rate(self, conn: Connection, session: dict[str, Any]) -> None:
+        """Bring the session's ledger lines to what its readings are worth, by appending."""
+        self.registry()
+        assert self._rater is not None
+        intervals = _session_intervals(conn, session)
+        owed = self._rater.lines(intervals, session["tariff_id"])
+        held = conn.execute(
+            select(
+                s.charges.c.cycle,
+                s.charges.c.label,
+                s.charges.c.tariff_id,
+                s.charges.c.price_per_kwh,
+                func.sum(s.charges.c.energy_wh),
+                func.sum(s.charges.c.amount),
+                func.min(s.charges.c.id),
+            )
+            .where(
+                s.charges.c.premise_id == session["premise_id"],
+                s.charges.c.session_id == session["session_id"],
+            )
+            .group_by(
+                s.charges.c.cycle,
+                s.charges.c.label,
+                s.charges.c.tariff_id,
+                s.charges.c.price_per_kwh,
+            )
+        ).all()
+        have = {
+            (c, lab, t, Decimal(p)): (int(wh), Decimal(str(amt)), first)
+            for c, lab, t, p, wh, amt, first in held
+        }
+        now = self.clock()
+        new_rows = []
+        for key in sorted(set(owed) | set(have), key=str):
+            want_wh, want_amount = owed.get(key, (0, Decimal(0)))
+            got_wh, got_amount, first = have.get(key, (0, Decimal(0), None))
+            if (want_wh, want_amount) == (got_wh, got_amount):
+                continue
+            cycle, label, tariff_id, price = key
+            new_rows.append(
+                {
+                    "utility_id": self.utility_id,
+                    "account_id": session["payer_account"],
+                    "premise_id": session["premise_id"],
+                    "session_id": session["session_id"],
+                    "cycle": cycle,
+                    "kind": "energy" if first is None else "adjustment",
+                    "label": label,
+                    "tariff_id": tariff_id,
+                    "price_per_kwh": price,
+                    "energy_wh": want_wh - got_wh,
+                    "amount": want_amount - got_amount,
+                    "currency": self.registry().utility.currency,
+                    "corrects_id": first,
+                    "created_at": now,
+                }
+            )
+        if new_rows:
+            conn.execute(insert(s.charges), new_rows)
+
+
+_DECISION = (
+    "case",
+    "site",
+    "bound",
+    "incentive",
+    "payer_account",
+    "tariff_id",
+    "program_id",
+    "fallback_reason",
+    "why",
+)
+
+
+def _decision_columns(decision: PayerDecision) -> dict[str, Any]:
+    return {k: getattr(decision, k) for k in _DECISION}
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _bind_result(row: dict[str, Any]) -> BindResult:
+    return BindResult(
+        session_id=row["session_id"],
+        bound=row["bound"],
+        incentive=row["incentive"],
+        case=row["case"],
+        program_id=row["program_id"],
+        fallback_reason=row["fallback_reason"],
+        message=row["why"],
+    )
+
+
+_READING_KEY = ("eumd_id", "session_id", "interval_start_at")
+
+
+def _reading_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in _READING_KEY)
+
+
+def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """Insert the rows whose key is new; return the keys inserted."""
+    dialect = conn.dialect.name
+    table = s.interval_readings
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - only the two supported databases
+        raise RuntimeError(f"unsupported database {dialect}")
+    stmt = stmt.returning(*(table.c[k] for k in _READING_KEY))
+    result = conn.execute(stmt, rows)
+    return {tuple(r) for r in result.all()}
+
+
+def _check_same(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Readings already held must match what is sent again, or the whole batch is refused."""
+    table = s.interval_readings
+    for i, row in enumerate(rows):
+        held = (
+            conn.execute(select(table).where(and_(*(table.c[k] == row[k] for k in _READING_KEY))))
+            .mappings()
+            .one()
+        )
+        for field in ("premise_id", "pev_id", "interval_s", "energy_wh"):
+            if held[field] != row[field]:
+                raise Conflict(
+                    field,
+                    row[field],
+                    f"reading {row['eumd_id']}/{row['session_id']}/"
+                    f"{row['interval_start_at'].isoformat()} is held with {field}={held[field]!r}"
+                    f" (duplicate #{i} in this batch)",
+                )
+
+
+def _session_intervals(conn: Connection, session: dict[str, Any]) -> list[tuple[Any, int, int]]:
+    """(start, seconds, Wh) to rate: the EUMD's readings, or the report when unmetered."""
+    if session.get("metered") is False:
+        seconds = int((session["ended_at"] - session["plugged_in_at"]).total_seconds())
+        return [(session["plugged_in_at"], max(seconds, 1), session["reported_energy_wh"])]
+    table = s.interval_readings
+    rows = conn.execute(
+        select(table.c.interval_start_at, table.c.interval_s, table.c.energy_wh)
+        .where(
+            table.c.premise_id == session["premise_id"],
+            table.c.session_id == session["session_id"],
+        )
+        .order_by(table.c.interval_start_at)
+    ).all()
+    return [(r[0], r[1], r[2]) for r in rows]
