@@ -16,8 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from evroam.core.clock import Clock, is_aligned
 from evroam.core.messages import (
@@ -35,6 +34,7 @@ from evroam.territory.store import read_territory
 from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
 from evroam.utility.payer import Conditions, PayerDecision, decide
 from evroam.utility.rate_session import SessionRater
+from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.registry import Registry
 
 # A reading may end this far after the utility's clock (gateway clocks drift).
@@ -265,10 +265,10 @@ class UtilityService:
         if not rows:
             return ReadingsAck(0, 0)
         with self.engine.begin() as conn:
-            inserted = _insert_new(conn, rows)
-            clashes = [r for r in rows if _reading_key(r) not in inserted]
-            _check_same(conn, clashes)
-            late = {r["session_id"] for r in rows if _reading_key(r) in inserted}
+            inserted = insert_new(conn, rows)
+            clashes = [r for r in rows if reading_key(r) not in inserted]
+            check_same(conn, clashes)
+            late = {r["session_id"] for r in rows if reading_key(r) in inserted}
             for session_id in sorted(late):
                 session = self._session(conn, premise.id, session_id)
                 if session is not None and session["closed"]:
@@ -436,49 +436,6 @@ def _bind_result(row: dict[str, Any]) -> BindResult:
         fallback_reason=row["fallback_reason"],
         message=row["why"],
     )
-
-
-_READING_KEY = ("eumd_id", "session_id", "interval_start_at")
-
-
-def _reading_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[k] for k in _READING_KEY)
-
-
-def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    """Insert the rows whose key is new; return the keys inserted."""
-    dialect = conn.dialect.name
-    table = s.interval_readings
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    else:  # pragma: no cover - only the two supported databases
-        raise RuntimeError(f"unsupported database {dialect}")
-    stmt = stmt.returning(*(table.c[k] for k in _READING_KEY))
-    result = conn.execute(stmt, rows)
-    return {tuple(r) for r in result.all()}
-
-
-def _check_same(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Readings already held must match what is sent again, or the whole batch is refused."""
-    table = s.interval_readings
-    for i, row in enumerate(rows):
-        held = (
-            conn.execute(select(table).where(and_(*(table.c[k] == row[k] for k in _READING_KEY))))
-            .mappings()
-            .one()
-        )
-        for field in ("premise_id", "pev_id", "interval_s", "energy_wh"):
-            if held[field] != row[field]:
-                raise Conflict(
-                    field,
-                    row[field],
-                    f"reading {row['eumd_id']}/{row['session_id']}/"
-                    f"{row['interval_start_at'].isoformat()} is held with {field}={held[field]!r}"
-                    f" (duplicate #{i} in this batch)",
-                )
 
 
 def _session_intervals(conn: Connection, session: dict[str, Any]) -> list[tuple[Any, int, int]]:
