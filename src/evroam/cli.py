@@ -191,6 +191,8 @@ def _run_scenario(path: Path, url: str, as_json: bool) -> None:
     print_sessions(result.sessions)
     if result.undelivered:
         out.print(f"[yellow]{result.undelivered} gateway messages still undelivered[/]")
+    for kind, _, why in result.dead_letters:
+        out.print(f"[red]refused {kind}:[/] {why}")
 
 
 def print_sessions(sessions: list[dict[str, object]]) -> None:

@@ -45,6 +45,8 @@ class RunResult:
     bills: list[dict[str, Any]] = field(default_factory=list)
     settlement: list[dict[str, Any]] = field(default_factory=list)
     undelivered: int = 0
+    dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # kind, body, why
+    drawn_wh: dict[str, int] = field(default_factory=dict)  # what each vehicle really took
 
     def as_json(self) -> dict[str, Any]:
         return {"sessions": self.sessions, "bills": self.bills, "settlement": self.settlement}
@@ -59,7 +61,8 @@ class Runner:
         with engine.begin() as conn:
             save_territory(conn, scenario.territory)
         self.services = {
-            u.id: UtilityService(engine, u.id, self.clock) for u in scenario.territory.utilities
+            u.id: UtilityService(engine, u.id, self.clock, rng_seed=scenario.seed)
+            for u in scenario.territory.utilities
         }
         self.links: dict[str, InProcessLink] = {}
         self.gateways: dict[str, Gateway] = {}
@@ -82,6 +85,7 @@ class Runner:
         self.replayed = {e.readings.session for e in events if e.readings is not None}
         self.events = events
         self.plugged: dict[str, Plugged] = {}
+        self.drawn_wh: dict[str, int] = {}
 
     def run(self) -> RunResult:
         for event in self.events:
@@ -93,7 +97,12 @@ class Runner:
             self._unplug(session_id, last)
         self._flush()
         undelivered = sum(len(g.outbox) for g in self.gateways.values())
-        return RunResult(sessions=session_rows(self.engine), undelivered=undelivered)
+        return RunResult(
+            sessions=session_rows(self.engine),
+            undelivered=undelivered,
+            dead_letters=[d for g in self.gateways.values() for d in g.outbox.dead_letters()],
+            drawn_wh=self.drawn_wh,
+        )
 
     def _advance(self, to: datetime) -> None:
         """Close every EUMD interval that ends by `to`."""
@@ -176,6 +185,11 @@ class Runner:
 
     def _unplug(self, session_id: str, at: datetime) -> None:
         p = self.plugged.pop(session_id)
+        self.drawn_wh[session_id] = (
+            sum(wh for _, wh in p.pending) + p.gateway.sessions[session_id].estimated_wh
+            if p.replay
+            else p.draw.wh_until(at)
+        )
         if p.replay:
             for start, wh in p.pending:  # the EUMD hands over what it holds at unplug
                 p.gateway.meter(session_id, start, wh)

@@ -25,14 +25,15 @@ from evroam.core.messages import (
     EnergyAvailable,
     EnergyRequest,
     IntervalReading,
-    ScheduleSlot,
     SessionReport,
 )
+from evroam.core.rating import price_at
 from evroam.db import schema as s
 from evroam.territory.model import Premise
 from evroam.territory.store import read_territory
 from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
 from evroam.utility.payer import Conditions, PayerDecision, decide
+from evroam.utility.planning import plan_request
 from evroam.utility.rate_session import SessionRater
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.registry import Registry
@@ -50,10 +51,21 @@ class ReadingsAck:
 
 
 class UtilityService:
-    def __init__(self, engine: Engine, utility_id: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        utility_id: str,
+        clock: Clock,
+        *,
+        random_delay_max_s: int = 600,
+        rng_seed: int | str = 0,
+    ) -> None:
         self.engine = engine
         self.utility_id = utility_id
         self.clock = clock
+        # Seed 1.6.x: "short, randomized charging delay to promote grid stability".
+        self.random_delay_max_s = random_delay_max_s
+        self.rng_seed = rng_seed
         self._registry: Registry | None = None
         self._rater: SessionRater | None = None
 
@@ -187,9 +199,7 @@ class UtilityService:
                 raise NotFound("session_id", request.session_id, "bind the PEV first")
             if session["energy_request"] == request.model_dump_json():
                 return EnergyAvailable.model_validate_json(session["energy_available"])
-            _, portal = registry.portals[session["portal_id"]]
-            pev = registry.pevs.get(session["pev_id"] or "")
-            answer = self._plan(request, portal.rating_w(), pev.max_w() if pev else request.max_w)
+            answer = self._plan(session, request)
             conn.execute(
                 update(s.sessions)
                 .where(
@@ -203,29 +213,26 @@ class UtilityService:
             )
         return answer
 
-    def _plan(self, request: EnergyRequest, portal_w: int, pev_w: int) -> EnergyAvailable:
-        """Grant what was asked at the lowest of PEV, request and portal, starting now."""
-        now = self.clock()
-        rate_w = min(request.max_w, portal_w, pev_w)
-        seconds = int((request.departure_at - now).total_seconds())
-        deliverable = max(0, rate_w * seconds // 3600)
-        energy = min(request.energy_wh, deliverable)
-        if energy == 0:
-            return EnergyAvailable(
-                session_id=request.session_id,
-                energy_wh=0,
-                max_w=rate_w,
-                shortfall_reason="departure is not after now",
-            )
-        end = now + timedelta(seconds=-(-energy * 3600 // rate_w))
-        return EnergyAvailable(
-            session_id=request.session_id,
-            energy_wh=energy,
-            max_w=rate_w,
-            schedule=(ScheduleSlot(start_at=now, end_at=end, power_w=rate_w),),
-            shortfall_reason=None
-            if energy == request.energy_wh
-            else f"departure too soon at {rate_w} W",
+    def _plan(self, session: dict[str, Any], request: EnergyRequest) -> EnergyAvailable:
+        """The program's answer: shaped by prices, events, the portal and a random delay."""
+        registry = self.registry()
+        assert self._rater is not None
+        _, portal = registry.portals[session["portal_id"]]
+        pev = registry.pevs.get(session["pev_id"] or "")
+        program = next(
+            (p for p in registry.utility.programs if p.id == session["program_id"]), None
+        )
+        context, tariff_id = self._rater.context, session["tariff_id"]
+        return plan_request(
+            now=self.clock(),
+            request=request,
+            max_w_pev=pev.max_w() if pev else request.max_w,
+            portal_rating_w=portal.rating_w(),
+            program_kind=program.kind if program else None,
+            price_of_slot=lambda at: price_at(context, tariff_id, at).price_per_kwh,
+            random_delay_max_s=self.random_delay_max_s,
+            rng_seed=self.rng_seed,
+            zone=context.zone,
         )
 
     # --- EUMD interval readings -----------------------------------------------------------
@@ -255,11 +262,13 @@ class UtilityService:
                     r.interval_start_at.isoformat(),
                     f"not aligned to the {r.interval_s} s interval",
                 )
-            if r.interval_end_at() > limit:
+            # The last interval of a session may be partial and reported at unplug, before
+            # its end; an interval that has not even started is a clock error.
+            if r.interval_start_at > limit:
                 raise Invalid(
                     f"readings[{i}].interval_start_at",
                     r.interval_start_at.isoformat(),
-                    "interval ends in the future",
+                    "interval starts in the future",
                 )
             rows.append(r.model_dump())
         if not rows:
