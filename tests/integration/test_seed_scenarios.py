@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from evroam.sim.runner import RunResult, Runner
+from evroam.sim.runner import Runner, RunResult
 from evroam.sim.scenario import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "seed-scenarios.yaml"

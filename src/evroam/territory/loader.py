@@ -71,6 +71,10 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
 
 def describe(error: Any) -> str:
     message = str(error["msg"])
+    if error["type"] == "value_error":
+        # pydantic prefixes our validators' messages with "Value error, "; the file's
+        # author wants only the message itself
+        message = str(error.get("ctx", {}).get("error", message.removeprefix("Value error, ")))
     if error["type"] == "missing":
         return "required field is missing"
     value = error.get("input")

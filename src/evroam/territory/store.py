@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -100,9 +101,16 @@ def _sync(
     if existing is None:
         conn.execute(insert(table).values(row))
         report.count(report.added, table.name, 1)
-    elif any(existing[k] != v for k, v in row.items()):
+    elif any(_differs(existing[k], v) for k, v in row.items()):
         conn.execute(update(table).where(where).values(row))
         report.count(report.updated, table.name, 1)
+
+
+def _differs(stored: Any, wanted: Any) -> bool:
+    # Decimal("60") == Decimal("60.0"), but the file's scale is part of what it says
+    if isinstance(wanted, Decimal) and isinstance(stored, Decimal):
+        return str(stored) != str(wanted)
+    return bool(stored != wanted)
 
 
 def _remove_missing(
@@ -154,7 +162,8 @@ def _utility_children(u: Utility) -> dict[str, list[dict[str, Any]]]:
                 "utility_id": u.id,
                 "id": t.id,
                 "position": k,
-                "spec": json.dumps(_TARIFF.dump_python(t, mode="json"), sort_keys=True),
+                # no sort_keys: TOU periods must read back in the file's order
+                "spec": json.dumps(_TARIFF.dump_python(t, mode="json")),
             }
             for k, t in enumerate(u.tariffs)
         ],
