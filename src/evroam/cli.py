@@ -6,7 +6,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,6 +23,7 @@ from evroam.sim.scenario import load_scenario
 from evroam.territory.loader import TerritoryFileError, load_territory
 from evroam.territory.model import Territory
 from evroam.territory.store import read_territory, save_territory
+from evroam.utility.billing import Bill
 from evroam.utility.errors import Refused
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -49,6 +50,13 @@ class Settings:
 def fail(message: str) -> NoReturn:
     """One line on stderr and exit 2: how every bad input ends."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def fail_lines(lines: list[str]) -> NoReturn:
+    """Every problem of a file on its own line, then exit 2."""
+    for line in lines:
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -84,9 +92,7 @@ def territory_load(ctx: typer.Context, file: Path) -> None:
     try:
         territory = load_territory(file)
     except TerritoryFileError as exc:
-        for line in exc.lines:
-            err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail_lines(exc.lines)
     with _engine(ctx).begin() as conn:
         report = save_territory(conn, territory)
     if not report.changed:
@@ -179,9 +185,7 @@ def _run_scenario(path: Path, url: str, as_json: bool) -> None:
     try:
         scenario = load_scenario(path)
     except TerritoryFileError as exc:
-        for line in exc.lines:
-            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail_lines(exc.lines)
     engine = make_engine(url)
     ensure_schema(engine)
     result = Runner(scenario, engine).run()
@@ -189,6 +193,8 @@ def _run_scenario(path: Path, url: str, as_json: bool) -> None:
         typer.echo(json.dumps(result.as_json(), indent=2))
         return
     print_sessions(result.sessions)
+    if result.bills:
+        print_bills(result.bills)
     if result.undelivered:
         out.print(f"[yellow]{result.undelivered} gateway messages still undelivered[/]")
     for kind, _, why in result.dead_letters:
@@ -229,6 +235,29 @@ def print_sessions(sessions: list[dict[str, object]]) -> None:
     out.print(table)
 
 
+def print_bills(bills: list[dict[str, Any]]) -> None:
+    table = Table(
+        "bill",
+        "utility",
+        "account",
+        "period",
+        "lines",
+        "total",
+        title="Bills",
+        title_justify="left",
+    )
+    for bill in bills:
+        table.add_row(
+            bill["bill_id"],
+            bill["utility"],
+            bill["account"],
+            bill["period"],
+            str(len(bill["lines"])),
+            f"{bill['total']} {bill['currency']}",
+        )
+    out.print(table)
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -250,6 +279,92 @@ def demo(
     if not as_json:
         out.print(f"demo database: {url}")
     _run_scenario(example("seed-scenarios.yaml"), url, as_json)
+
+
+bill_app = typer.Typer(no_args_is_help=True, help="Billing cycles and bills.")
+app.add_typer(bill_app, name="bill")
+
+Period = Annotated[str, typer.Option("--period", help="Billing cycle, YYYY-MM.")]
+
+
+def _period(value: str) -> str:
+    try:
+        year, month = (int(part) for part in value.split("-"))
+    except ValueError:
+        fail(f"--period: expected YYYY-MM (got {value!r})")
+    if not (1 <= month <= 12 and 2000 <= year <= 2999) or len(value) != 7:
+        fail(f"--period: expected YYYY-MM (got {value!r})")
+    return value
+
+
+@bill_app.command("run")
+def bill_run(ctx: typer.Context, period: Period) -> None:
+    """Issue the bills of a cycle for every utility (running it again issues nothing new)."""
+    from evroam.core.clock import utc_now
+    from evroam.utility.bill_store import issue_cycle
+
+    cycle = _period(period)
+    engine = _engine(ctx)
+    with engine.connect() as conn:
+        territory = read_territory(conn)
+    if territory is None:
+        fail("no territory loaded (run: evroam territory load FILE)")
+    issued = 0
+    with engine.begin() as conn:
+        for utility in territory.utilities:
+            bills = issue_cycle(conn, utility, cycle, utc_now())
+            for bill in bills:
+                out.print(f"issued {bill.bill_id}: {bill.total} {bill.currency}")
+            issued += len(bills)
+    out.print(
+        f"{issued} bills issued for {cycle}" if issued else f"nothing new to bill for {cycle}"
+    )
+
+
+@bill_app.command("show")
+def bill_show(
+    ctx: typer.Context,
+    account: Annotated[str, typer.Option("--account", help="Account id.")],
+    period: Period,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the bill as JSON.")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a printable page.")] = None,
+) -> None:
+    """Show an issued bill."""
+    from evroam.utility.bill_store import bill_json, load_bill
+
+    with _engine(ctx).connect() as conn:
+        bill = load_bill(conn, account, _period(period))
+    if bill is None:
+        fail(f"--account {account} --period {period}: no bill issued")
+    if html is not None:
+        from evroam.utility.bill_html import render_bill
+
+        html.write_text(render_bill(bill), encoding="utf-8")
+        out.print(f"wrote {html}")
+    if as_json:
+        typer.echo(json.dumps(bill_json(bill), indent=2))
+    elif html is None:
+        print_bill(bill)
+
+
+def print_bill(bill: Bill) -> None:
+    table = Table(
+        "description",
+        "kWh",
+        "amount",
+        "sessions",
+        title=f"Bill {bill.bill_id} · account {bill.account_id} · cycle {bill.cycle}",
+        title_justify="left",
+    )
+    for line in bill.lines:
+        table.add_row(
+            line.description,
+            f"{line.energy_wh / 1000:.3f}" if line.energy_wh else "",
+            f"{line.amount} {bill.currency}",
+            ", ".join(line.sessions),
+        )
+    table.add_row("[bold]Total[/]", "", f"[bold]{bill.total} {bill.currency}[/]", "")
+    out.print(table)
 
 
 serve_app = typer.Typer(no_args_is_help=True, help="Run a party as a server.")
@@ -278,7 +393,7 @@ def serve_utility(
         try:
             loaded = load_territory(territory)
         except TerritoryFileError as exc:
-            fail(exc.lines[0])
+            fail_lines(exc.lines)
         with engine.begin() as conn:
             save_territory(conn, loaded)
     service = UtilityService(engine, utility, utc_now)

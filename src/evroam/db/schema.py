@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Date,
     ForeignKey,
     ForeignKeyConstraint,
     Integer,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from evroam.db.types import ExactDecimal, UtcDateTime
@@ -233,6 +235,7 @@ charges = Table(
     _id("premise_id", nullable=False),
     _id("session_id"),
     Column("cycle", String(7), nullable=False),  # billing cycle, "YYYY-MM" of its first day
+    Column("local_date", Date),  # the utility-local day the energy was drawn (for charts)
     Column("kind", String(24), nullable=False),
     Column("label", String(64), nullable=False),
     _id("tariff_id"),
@@ -243,4 +246,45 @@ charges = Table(
     Column("corrects_id", Integer, ForeignKey("charges.id")),
     Column("bill_id", String(64), index=True),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+
+# --- bills: issued once, never changed ------------------------------------------------------
+
+bills = Table(
+    "bills",
+    metadata,
+    _id(primary_key=True),
+    _id("utility_id", nullable=False),
+    _id("account_id", nullable=False),
+    Column("cycle", String(7), nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("total", ExactDecimal, nullable=False),
+    Column("currency", String(3), nullable=False),
+    UniqueConstraint("account_id", "cycle", name="uq_bills_account_cycle"),
+)
+
+bill_lines = Table(
+    "bill_lines",
+    metadata,
+    _id("bill_id", ForeignKey("bills.id"), primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("kind", String(24), nullable=False),
+    Column("description", String(300), nullable=False),
+    Column("label", String(64)),
+    Column("energy_wh", Integer, nullable=False),
+    Column("price_per_kwh", ExactDecimal),
+    Column("amount", ExactDecimal, nullable=False),
+    Column("sessions", Text, nullable=False),  # JSON list of session ids behind the line
+    Column("corrects", String(64)),  # the earlier bill an adjustment corrects
+)
+
+bill_days = Table(
+    "bill_days",
+    metadata,
+    _id("bill_id", ForeignKey("bills.id"), primary_key=True),
+    Column("local_date", Date, primary_key=True),
+    Column("label", String(64), primary_key=True),
+    Column("energy_wh", Integer, nullable=False),
+    Column("amount", ExactDecimal, nullable=False),
 )

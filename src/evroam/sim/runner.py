@@ -22,6 +22,7 @@ from evroam.sim.links import InProcessLink
 from evroam.sim.scenario import Event, Scenario
 from evroam.sim.vehicle import Draw
 from evroam.territory.store import save_territory
+from evroam.utility.bill_store import bill_json, cycles_with_charges, issue_cycle
 from evroam.utility.service import UtilityService
 
 # Energy a PEV wants when the scenario gives no Energy Request (it charges until full).
@@ -97,8 +98,14 @@ class Runner:
             self._unplug(session_id, last)
         self._flush()
         undelivered = sum(len(g.outbox) for g in self.gateways.values())
+        bills = []
+        with self.engine.begin() as conn:
+            for utility in self.scenario.territory.utilities:
+                for cycle in cycles_with_charges(conn, utility.id):
+                    bills += issue_cycle(conn, utility, cycle, self.clock())
         return RunResult(
             sessions=session_rows(self.engine),
+            bills=[bill_json(b) for b in bills],
             undelivered=undelivered,
             dead_letters=[d for g in self.gateways.values() for d in g.outbox.dead_letters()],
             drawn_wh=self.drawn_wh,

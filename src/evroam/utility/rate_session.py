@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
-from evroam.core.rating import RatedPiece, RatingContext, rate_rows, to_lines
+from evroam.core.rating import Priced, RatingContext, rate_rows, to_lines
 from evroam.territory.model import Utility
 from evroam.utility.cycles import cycle_of
 
-LineKey = tuple[str, str, str, Decimal]  # cycle, period label, tariff id, price per kWh
+# billing cycle, local day, period label, tariff id, price per kWh: one ledger line each,
+# rounded once. A line never spans two days, so daily charts and bills read the same lines.
+LineKey = tuple[str, date, str, str, Decimal]
 
 
 class SessionRater:
@@ -21,9 +23,10 @@ class SessionRater:
         self.currency = utility.currency
         self.cycle_day = utility.billing_cycle_day
 
-    def key(self, piece: RatedPiece) -> LineKey:
+    def key(self, piece: Priced) -> LineKey:
         return (
             cycle_of(piece.local_date, self.cycle_day),
+            piece.local_date,
             piece.label,
             piece.tariff_id,
             piece.price_per_kwh,
@@ -32,7 +35,7 @@ class SessionRater:
     def lines(
         self, intervals: Sequence[tuple[datetime, int, int]], tariff_id: str
     ) -> dict[LineKey, tuple[int, Decimal]]:
-        """(cycle, label, tariff, price) -> (Wh, amount rounded once for that line)."""
+        """(cycle, day, label, tariff, price) -> (Wh, amount rounded once for that line)."""
         rows = [(int(start.timestamp()), seconds, wh) for start, seconds, wh in intervals if wh]
         pieces = rate_rows(self.context, tariff_id, rows)
         return {

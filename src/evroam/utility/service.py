@@ -16,7 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from evroam.core.clock import Clock, is_aligned
 from evroam.core.messages import (
@@ -359,39 +359,37 @@ class UtilityService:
         assert self._rater is not None
         intervals = _session_intervals(conn, session)
         owed = self._rater.lines(intervals, session["tariff_id"])
-        held = conn.execute(
+        # Summed here, not in SQL: SQLite would add the text amounts as floats.
+        have: dict[tuple[Any, ...], tuple[int, Decimal, int]] = {}
+        for c, day, label, tariff_id, price, wh, amount, line_id in conn.execute(
             select(
                 s.charges.c.cycle,
+                s.charges.c.local_date,
                 s.charges.c.label,
                 s.charges.c.tariff_id,
                 s.charges.c.price_per_kwh,
-                func.sum(s.charges.c.energy_wh),
-                func.sum(s.charges.c.amount),
-                func.min(s.charges.c.id),
+                s.charges.c.energy_wh,
+                s.charges.c.amount,
+                s.charges.c.id,
             )
             .where(
                 s.charges.c.premise_id == session["premise_id"],
                 s.charges.c.session_id == session["session_id"],
             )
-            .group_by(
-                s.charges.c.cycle,
-                s.charges.c.label,
-                s.charges.c.tariff_id,
-                s.charges.c.price_per_kwh,
-            )
-        ).all()
-        have = {
-            (c, lab, t, Decimal(p)): (int(wh), Decimal(str(amt)), first)
-            for c, lab, t, p, wh, amt, first in held
-        }
+            .order_by(s.charges.c.id)
+        ):
+            key = (c, day, label, tariff_id, price)
+            got_wh, got_amount, first = have.get(key, (0, Decimal(0), line_id))
+            have[key] = (got_wh + wh, got_amount + amount, first)
         now = self.clock()
         new_rows = []
         for key in sorted(set(owed) | set(have), key=str):
             want_wh, want_amount = owed.get(key, (0, Decimal(0)))
-            got_wh, got_amount, first = have.get(key, (0, Decimal(0), None))
+            got_wh, got_amount, first_id = have.get(key, (0, Decimal(0), 0))
+            first = first_id or None
             if (want_wh, want_amount) == (got_wh, got_amount):
                 continue
-            cycle, label, tariff_id, price = key
+            cycle, local_date, label, tariff_id, price = key
             new_rows.append(
                 {
                     "utility_id": self.utility_id,
@@ -399,6 +397,7 @@ class UtilityService:
                     "premise_id": session["premise_id"],
                     "session_id": session["session_id"],
                     "cycle": cycle,
+                    "local_date": local_date,
                     "kind": "energy" if first is None else "adjustment",
                     "label": label,
                     "tariff_id": tariff_id,

@@ -1,0 +1,262 @@
+"""Issue a billing cycle's bills from the ledger, and read issued bills back.
+
+Issuing is one transaction per utility and idempotent: an account that already has its bill
+for the cycle gets nothing new; ledger lines that arrive after that wait for the next bill.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from evroam.db import schema as s
+from evroam.territory.model import Utility
+from evroam.utility.billing import (
+    Bill,
+    BillLine,
+    DayTotal,
+    LedgerEntry,
+    ProgramCharge,
+    bill_id,
+    compose_bill,
+)
+
+
+def issue_cycle(conn: Connection, utility: Utility, cycle: str, now: datetime) -> list[Bill]:
+    """Issue every bill of `cycle` not yet issued; return the bills issued by this call."""
+    billed = {
+        account
+        for (account,) in conn.execute(
+            select(s.bills.c.account_id).where(
+                s.bills.c.utility_id == utility.id, s.bills.c.cycle == cycle
+            )
+        )
+    }
+    entries = _unbilled(conn, utility.id, cycle)
+    by_account: dict[str, list[tuple[int, LedgerEntry]]] = {}
+    for account, entry in entries:
+        by_account.setdefault(account, []).append((entry.charge_id, entry))
+    charges = _program_charges(utility)
+    issued_before = _issued_cycles(conn, utility.id)
+    bills: list[Bill] = []
+    for account in sorted(set(by_account) | set(charges)):
+        if account in billed:
+            continue
+        mine = by_account.get(account, [])
+        bill = compose_bill(
+            utility.id,
+            account,
+            cycle,
+            utility.currency,
+            (entry for _, entry in mine),
+            charges.get(account, ()),
+            issued_bills=issued_before.get(account, {}),
+        )
+        _save(conn, bill, now)
+        ids = [charge_id for charge_id, _ in mine]
+        for start in range(0, len(ids), 1000):
+            conn.execute(
+                update(s.charges)
+                .where(s.charges.c.id.in_(ids[start : start + 1000]))
+                .values(bill_id=bill.bill_id)
+            )
+        bills.append(bill)
+    return bills
+
+
+def _unbilled(conn: Connection, utility_id: str, cycle: str) -> list[tuple[str, LedgerEntry]]:
+    c, sess = s.charges, s.sessions
+    rows = conn.execute(
+        select(
+            c.c.account_id,
+            c.c.id,
+            c.c.cycle,
+            c.c.local_date,
+            c.c.label,
+            c.c.tariff_id,
+            c.c.price_per_kwh,
+            c.c.energy_wh,
+            c.c.amount,
+            c.c.session_id,
+            c.c.premise_id,
+            c.c.kind,
+            sess.c.case,
+            sess.c.pev_id,
+        )
+        .select_from(
+            c.outerjoin(
+                sess,
+                (sess.c.premise_id == c.c.premise_id) & (sess.c.session_id == c.c.session_id),
+            )
+        )
+        .where(c.c.utility_id == utility_id, c.c.bill_id.is_(None), c.c.cycle <= cycle)
+        .order_by(c.c.id)
+    )
+    return [
+        (
+            r.account_id,
+            LedgerEntry(
+                charge_id=r.id,
+                cycle=r.cycle,
+                local_date=r.local_date,
+                label=r.label,
+                tariff_id=r.tariff_id,
+                price_per_kwh=r.price_per_kwh,
+                energy_wh=r.energy_wh,
+                amount=r.amount,
+                session_id=r.session_id,
+                premise_id=r.premise_id,
+                case=r.case or r.kind,
+                pev_id=r.pev_id,
+            ),
+        )
+        for r in rows
+    ]
+
+
+def _program_charges(utility: Utility) -> dict[str, list[ProgramCharge]]:
+    programs = {p.id: p for p in utility.programs}
+    out: dict[str, list[ProgramCharge]] = {}
+    for pev in utility.pevs:
+        program = programs.get(pev.program or "")
+        if program is not None and program.monthly_charge > 0:
+            out.setdefault(pev.owner_account, []).append(
+                ProgramCharge(
+                    program.id, program.name or program.id, pev.id, program.monthly_charge
+                )
+            )
+    return out
+
+
+def _issued_cycles(conn: Connection, utility_id: str) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for account, cycle, bid in conn.execute(
+        select(s.bills.c.account_id, s.bills.c.cycle, s.bills.c.id).where(
+            s.bills.c.utility_id == utility_id
+        )
+    ):
+        out.setdefault(account, {})[cycle] = bid
+    return out
+
+
+def _save(conn: Connection, bill: Bill, now: datetime) -> None:
+    conn.execute(
+        insert(s.bills).values(
+            id=bill.bill_id,
+            utility_id=bill.utility_id,
+            account_id=bill.account_id,
+            cycle=bill.cycle,
+            issued_at=now,
+            total=bill.total,
+            currency=bill.currency,
+        )
+    )
+    if bill.lines:
+        conn.execute(
+            insert(s.bill_lines),
+            [
+                {
+                    "bill_id": bill.bill_id,
+                    "line_no": n,
+                    "kind": line.kind,
+                    "description": line.description,
+                    "label": line.label,
+                    "energy_wh": line.energy_wh,
+                    "price_per_kwh": line.price_per_kwh,
+                    "amount": line.amount,
+                    "sessions": json.dumps(list(line.sessions)),
+                    "corrects": line.corrects,
+                }
+                for n, line in enumerate(bill.lines, start=1)
+            ],
+        )
+    if bill.days:
+        conn.execute(
+            insert(s.bill_days),
+            [
+                {
+                    "bill_id": bill.bill_id,
+                    "local_date": d.local_date,
+                    "label": d.label,
+                    "energy_wh": d.energy_wh,
+                    "amount": d.amount,
+                }
+                for d in bill.days
+            ],
+        )
+
+
+def load_bill(conn: Connection, account_id: str, cycle: str) -> Bill | None:
+    """An issued bill exactly as it was issued."""
+    head = conn.execute(select(s.bills).where(s.bills.c.id == bill_id(account_id, cycle))).first()
+    if head is None:
+        return None
+    lines = conn.execute(
+        select(s.bill_lines)
+        .where(s.bill_lines.c.bill_id == head.id)
+        .order_by(s.bill_lines.c.line_no)
+    )
+    days = conn.execute(
+        select(s.bill_days)
+        .where(s.bill_days.c.bill_id == head.id)
+        .order_by(s.bill_days.c.local_date, s.bill_days.c.label)
+    )
+    return Bill(
+        bill_id=head.id,
+        utility_id=head.utility_id,
+        account_id=head.account_id,
+        cycle=head.cycle,
+        currency=head.currency,
+        lines=tuple(
+            BillLine(
+                kind=r.kind,
+                description=r.description,
+                label=r.label,
+                energy_wh=r.energy_wh,
+                price_per_kwh=r.price_per_kwh,
+                amount=r.amount,
+                sessions=tuple(json.loads(r.sessions)),
+                corrects=r.corrects,
+            )
+            for r in lines
+        ),
+        days=tuple(DayTotal(r.local_date, r.label, r.energy_wh, r.amount) for r in days),
+    )
+
+
+def bill_json(bill: Bill) -> dict[str, Any]:
+    """The `bills[]` item of the JSON contract."""
+    return {
+        "utility": bill.utility_id,
+        "account": bill.account_id,
+        "period": bill.cycle,
+        "bill_id": bill.bill_id,
+        "lines": [
+            {
+                "kind": line.kind,
+                "description": line.description,
+                "energy_wh": line.energy_wh,
+                "price_per_kwh": None if line.price_per_kwh is None else str(line.price_per_kwh),
+                "amount": str(line.amount),
+                "sessions": list(line.sessions),
+                **({"corrects": line.corrects} if line.corrects else {}),
+            }
+            for line in bill.lines
+        ],
+        "total": str(bill.total),
+        "currency": bill.currency,
+    }
+
+
+def cycles_with_charges(conn: Connection, utility_id: str) -> list[str]:
+    return sorted(
+        {
+            cycle
+            for (cycle,) in conn.execute(
+                select(s.charges.c.cycle).where(s.charges.c.utility_id == utility_id).distinct()
+            )
+        }
+    )

@@ -1,0 +1,224 @@
+"""Bills a customer can read, composed from ledger lines. Pure: no I/O, no clock.
+
+A ledger line is one session's energy in one tariff period on one local day, already
+rounded once (utility/rate_session.py). A bill only groups and adds cents, so the sum of
+its lines is exactly the sum of the rated sessions behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import NamedTuple
+
+from evroam.core.money import kwh
+
+# How each case reads on the payer's bill; {premise} is where the PEV charged.
+SECTIONS: dict[str, str] = {
+    "home": "Home charging",
+    "pev_pays": "Charging at {premise}, billed to you",
+    "host_pays": "Visiting PEVs charged at {premise}, paid by you as host",
+    "roaming": "Roaming charging at {premise}",
+    "unenrolled": "PEV charging at {premise}, at your premise's default rate",
+    "fallback": "PEV charging at {premise}, at your premise's default rate",
+}
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A priced ledger line, with the facts of its session a bill needs to describe it."""
+
+    charge_id: int
+    cycle: str
+    local_date: date | None
+    label: str
+    tariff_id: str | None
+    price_per_kwh: Decimal | None
+    energy_wh: int
+    amount: Decimal
+    session_id: str | None
+    premise_id: str
+    case: str
+    pev_id: str | None = None
+    where: str | None = None  # set for roaming: the roaming utility's name
+
+
+@dataclass(frozen=True)
+class ProgramCharge:
+    """A PEV program's fixed monthly charge for one enrolled PEV."""
+
+    program_id: str
+    program_name: str
+    pev_id: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class DlcCredit:
+    """A direct-load-control credit earned by one PEV (per event or per kWh curtailed)."""
+
+    event_id: str
+    pev_id: str
+    description: str
+    curtailed_wh: int
+    amount: Decimal  # positive; the bill shows it negative
+
+
+@dataclass(frozen=True)
+class BillLine:
+    kind: str  # energy | adjustment | program_charge | dlc_credit
+    description: str
+    label: str | None
+    energy_wh: int
+    price_per_kwh: Decimal | None
+    amount: Decimal
+    sessions: tuple[str, ...] = ()
+    corrects: str | None = None  # the bill an adjustment corrects
+
+
+@dataclass(frozen=True)
+class DayTotal:
+    local_date: date
+    label: str
+    energy_wh: int
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Bill:
+    bill_id: str
+    utility_id: str
+    account_id: str
+    cycle: str
+    currency: str
+    lines: tuple[BillLine, ...]
+    days: tuple[DayTotal, ...] = field(default=())
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal("0.00"))
+
+    def totals_by_period(self) -> dict[str, tuple[int, Decimal]]:
+        """Energy and money of this cycle's charging per TOU period label."""
+        totals: dict[str, tuple[int, Decimal]] = {}
+        for day in self.days:
+            wh, amount = totals.get(day.label, (0, Decimal("0.00")))
+            totals[day.label] = (wh + day.energy_wh, amount + day.amount)
+        return totals
+
+
+class _Group(NamedTuple):
+    earlier: bool
+    cycle: str
+    section: str
+    label: str
+    price: Decimal | None
+
+    def order(self) -> tuple[bool, str, str, str, Decimal]:
+        return (self.earlier, self.cycle, self.section, self.label, self.price or Decimal(0))
+
+
+def bill_id(account_id: str, cycle: str) -> str:
+    return f"{account_id}-{cycle}"
+
+
+def period_name(label: str) -> str:
+    """'off_peak' -> 'off-peak'; what a customer reads."""
+    return label.replace("_", "-")
+
+
+def compose_bill(
+    utility_id: str,
+    account_id: str,
+    cycle: str,
+    currency: str,
+    entries: Iterable[LedgerEntry],
+    program_charges: Iterable[ProgramCharge] = (),
+    dlc_credits: Iterable[DlcCredit] = (),
+    issued_bills: Mapping[str, str] | None = None,
+) -> Bill:
+    """Group an account's unbilled ledger lines into the lines of its bill for `cycle`.
+
+    Lines of earlier cycles (late readings, corrections) become adjustment lines that name
+    the bill they correct (`issued_bills`: cycle -> bill id). Lines are ordered: charging of
+    this cycle by section and period, then adjustments, then program charges and credits.
+    """
+    issued = issued_bills or {}
+    groups: dict[_Group, list[LedgerEntry]] = {}
+    days: dict[tuple[date, str], tuple[int, Decimal]] = {}
+    for entry in entries:
+        earlier = entry.cycle < cycle
+        section = SECTIONS[entry.case].format(premise=entry.where or entry.premise_id)
+        key = _Group(
+            earlier, entry.cycle if earlier else "", section, entry.label, entry.price_per_kwh
+        )
+        groups.setdefault(key, []).append(entry)
+        if not earlier and entry.local_date is not None:
+            wh, amount = days.get((entry.local_date, entry.label), (0, Decimal("0.00")))
+            days[(entry.local_date, entry.label)] = (wh + entry.energy_wh, amount + entry.amount)
+
+    lines: list[BillLine] = []
+    for (earlier, earlier_cycle, section, label, price), members in sorted(
+        groups.items(), key=lambda item: item[0].order()
+    ):
+        energy = sum(e.energy_wh for e in members)
+        amount = sum((e.amount for e in members), Decimal("0.00"))
+        sessions = tuple(sorted({e.session_id for e in members if e.session_id}))
+        rate = f" at {price} {currency}/kWh" if price is not None else ""
+        description = f"{section}, {period_name(label)}{rate}"
+        corrects = None
+        if earlier:
+            corrects = issued.get(earlier_cycle)
+            what = f"bill {corrects}" if corrects else f"cycle {earlier_cycle}"
+            description = f"Adjustment to {what}: {description}"
+        lines.append(
+            BillLine(
+                kind="adjustment" if earlier else "energy",
+                description=description,
+                label=label,
+                energy_wh=energy,
+                price_per_kwh=price,
+                amount=amount,
+                sessions=sessions,
+                corrects=corrects,
+            )
+        )
+    for charge in sorted(program_charges, key=lambda c: (c.program_id, c.pev_id)):
+        lines.append(
+            BillLine(
+                kind="program_charge",
+                description=f"{charge.program_name} monthly charge, PEV {charge.pev_id}",
+                label=None,
+                energy_wh=0,
+                price_per_kwh=None,
+                amount=charge.amount,
+            )
+        )
+    for credit in sorted(dlc_credits, key=lambda c: (c.event_id, c.pev_id)):
+        lines.append(
+            BillLine(
+                kind="dlc_credit",
+                description=f"Load-control credit: {credit.description}, PEV {credit.pev_id}",
+                label=None,
+                energy_wh=0,
+                price_per_kwh=None,
+                amount=-credit.amount,
+            )
+        )
+    return Bill(
+        bill_id=bill_id(account_id, cycle),
+        utility_id=utility_id,
+        account_id=account_id,
+        cycle=cycle,
+        currency=currency,
+        lines=tuple(lines),
+        days=tuple(
+            DayTotal(d, label, wh, amount) for (d, label), (wh, amount) in sorted(days.items())
+        ),
+    )
+
+
+def describe_energy(energy_wh: int) -> str:
+    return f"{kwh(energy_wh):.3f} kWh"
