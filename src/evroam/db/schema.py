@@ -288,3 +288,14 @@ bill_days = Table(
     Column("energy_wh", Integer, nullable=False),
     Column("amount", ExactDecimal, nullable=False),
 )
+
+# --- hourly prices a utility publishes for its real-time-pricing tariffs ---------------------
+
+hourly_prices = Table(
+    "hourly_prices",
+    metadata,
+    _id("utility_id", ForeignKey("utilities.id"), primary_key=True),
+    _id("tariff_id", primary_key=True),
+    Column("start_at", UtcDateTime, primary_key=True),  # the hour's first instant
+    Column("price_per_kwh", ExactDecimal, nullable=False),
+)

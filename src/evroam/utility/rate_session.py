@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -18,8 +18,12 @@ LineKey = tuple[str, date, str, str, Decimal]
 class SessionRater:
     """Prices a session's intervals with the utility's one rating context."""
 
-    def __init__(self, utility: Utility) -> None:
-        self.context = RatingContext.for_utility(utility)
+    def __init__(
+        self,
+        utility: Utility,
+        hourly_prices: Mapping[str, Mapping[datetime | int, Decimal]] | None = None,
+    ) -> None:
+        self.context = RatingContext.for_utility(utility, hourly_prices)
         self.currency = utility.currency
         self.cycle_day = utility.billing_cycle_day
 

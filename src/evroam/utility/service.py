@@ -34,6 +34,7 @@ from evroam.territory.store import read_territory
 from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
 from evroam.utility.payer import Conditions, PayerDecision, decide
 from evroam.utility.planning import plan_request
+from evroam.utility.prices import published_prices
 from evroam.utility.rate_session import SessionRater
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.registry import Registry
@@ -81,11 +82,13 @@ class UtilityService:
                 self._registry = Registry.of(territory, self.utility_id)
             except KeyError:
                 raise NotFound("utility_id", self.utility_id, "unknown utility") from None
-            self._rater = SessionRater(self._registry.utility)
+            with self.engine.connect() as conn:
+                prices = published_prices(conn, self.utility_id)
+            self._rater = SessionRater(self._registry.utility, prices)
         return self._registry
 
     def reload(self) -> None:
-        """Forget the cached registry (after a territory load)."""
+        """Forget the cached registry and prices (after a territory load or a publication)."""
         self._registry = None
         self._rater = None
 
