@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from evroam.db import schema as s
 from evroam.sim.runner import Runner, RunResult
 from evroam.sim.scenario import load_scenario
 
@@ -47,6 +49,9 @@ EXPECTED = {
     "S12-workplace": ("host_pays", None, "PGX-A-2003", "PGX-EV-TOU", True, 15000, "3.60"),
     # replayed EUMD data: 4 x 1650 + 1200 + 300 = 8100 Wh; RTP falls back to E-1: 1.944 -> 1.94.
     "S13-multi-family": ("pev_pays", None, "PGX-A-1003", "PGX-EV-RTP", True, 8100, "1.94"),
+    # Load-control event 17:00-19:00 caps Bob at 1.4 kW (2.8 kWh), then 7.2 kW from 19:00 for
+    # the other 7.2 kWh by 20:00: all weekday on-peak (16-21), 10 x 0.38 = 3.80.
+    "S15-load-control": ("home", None, "PGX-A-1002", "PGX-EV-TOU", True, 10000, "3.80"),
     # Denver, 21:30 weekday in March is off-peak 0.09: 14.4 kWh x 0.09 = 1.296 -> 1.30.
     "S14-home-mhe": ("home", None, "MHE-A-3001", "MHE-EV-TOU", True, 14400, "1.30"),
 }
@@ -55,6 +60,51 @@ EXPECTED = {
 @pytest.fixture
 def result(engine: Engine) -> RunResult:
     return Runner(load_scenario(SCENARIOS), engine).run()
+
+
+def test_bills_of_the_demo_accounts(result: RunResult) -> None:
+    totals = {b["account"]: (b["period"], b["total"]) for b in result.bills}
+    assert totals == {
+        # S01 2.40 + S09 1.20 + TOU program 2.00
+        "PGX-A-1001": ("2026-03", "5.60"),
+        # S03 1.20 + S15 3.80 + fallbacks S04 0.67, S06 2.40, S10 0.96 + host S02 1.92 - DLC 1.50
+        "PGX-A-1002": ("2026-03", "9.45"),
+        # S05 0.72 + S11 1.58 + S13 1.94
+        "PGX-A-1003": ("2026-03", "4.24"),
+        "PGX-A-1004": ("2026-03", "1.73"),
+        "PGX-A-1005": ("2026-03", "3.46"),
+        "PGX-A-2003": ("2026-03", "3.60"),
+        "MHE-A-3001": ("2026-03", "1.30"),
+    }
+    bob = next(b for b in result.bills if b["account"] == "PGX-A-1002")
+    credit = next(line for line in bob["lines"] if line["amount"].startswith("-"))
+    assert credit["amount"] == "-1.50"
+    assert "PGX-DLC-0312 2026-03-12 17:00-19:00" in credit["description"]
+    # every session's Wh appears on exactly one bill line
+    billed = [
+        sid
+        for b in result.bills
+        for line in b["lines"]
+        if line["energy_wh"]
+        for sid in line["sessions"]
+    ]
+    assert sorted(billed) == sorted(r["session"] for r in result.sessions if r["energy_wh"])
+
+
+def test_load_control_event_caps_every_interval_of_the_window(
+    result: RunResult, engine: Engine
+) -> None:
+    window = (datetime(2026, 3, 13, 0, 0, tzinfo=UTC), datetime(2026, 3, 13, 2, 0, tzinfo=UTC))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(s.interval_readings.c.interval_start_at, s.interval_readings.c.energy_wh).where(
+                s.interval_readings.c.session_id == "S15-load-control"
+            )
+        ).all()
+    inside = [wh for at, wh in rows if window[0] <= at < window[1]]
+    assert len(inside) == 8
+    assert max(inside) <= 350  # 1.4 kW x 15 min
+    assert sum(wh for _, wh in rows) == 10000
 
 
 def test_every_session_billed_as_computed_by_hand(result: RunResult) -> None:

@@ -127,3 +127,22 @@ class SessionReport(Message):
     @property
     def duration_s(self) -> int:
         return int((self.ended_at - self.started_at).total_seconds())
+
+
+class LoadControlNotice(Message):
+    """Utility -> control devices: a load-control event declared ahead of time (seed: DLC)."""
+
+    event_id: MessageId
+    feeder_id: MessageId | None = None  # None: every premise of the utility
+    start_at: UtcInstant
+    end_at: UtcInstant
+    cap_w: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    curtail_pct: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> LoadControlNotice:
+        if self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        if (self.cap_w is None) == (self.curtail_pct is None):
+            raise ValueError("give exactly one of cap_w and curtail_pct")
+        return self

@@ -299,3 +299,33 @@ hourly_prices = Table(
     Column("start_at", UtcDateTime, primary_key=True),  # the hour's first instant
     Column("price_per_kwh", ExactDecimal, nullable=False),
 )
+
+
+# --- load-control events and who took part (seed: direct load control) -----------------------
+
+load_control_events = Table(
+    "load_control_events",
+    metadata,
+    _id(primary_key=True),
+    _id("utility_id", ForeignKey("utilities.id"), nullable=False),
+    _id("feeder_id"),  # NULL: the whole utility
+    Column("start_at", UtcDateTime, nullable=False),
+    Column("end_at", UtcDateTime, nullable=False),
+    Column("cap_w", Integer),
+    Column("curtail_pct", Integer),
+    Column("declared_at", UtcDateTime, nullable=False),
+)
+
+event_participation = Table(
+    "event_participation",
+    metadata,
+    _id("event_id", ForeignKey("load_control_events.id"), primary_key=True),
+    _id("premise_id", primary_key=True),
+    _id("session_id", primary_key=True),
+    _id("pev_id", nullable=False),
+    _id("account_id", nullable=False, index=True),
+    Column("cycle", String(7), nullable=False),
+    Column("curtailed_wh", Integer, nullable=False),
+    Column("credit", ExactDecimal, nullable=False),
+    Column("bill_id", String(64)),
+)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from evroam.core.clock import FixedClock, floor_to
-from evroam.core.messages import BindResult, EnergyRequest
+from evroam.core.messages import BindResult, EnergyRequest, LoadControlNotice
 from evroam.db import schema as s
 from evroam.gateway.gateway import Gateway, GatewayConfig
 from evroam.gateway.outbox import Outbox
@@ -148,6 +148,18 @@ class Runner:
         elif event.eumd_up is not None:
             gateway = self.gateways[event.eumd_up.premise]
             gateway.eumd_available = gateway.config.eumd_id is not None
+        elif event.load_control is not None:
+            lc = event.load_control
+            self.services[lc.utility].declare_event(
+                LoadControlNotice(
+                    event_id=lc.id,
+                    feeder_id=lc.feeder,
+                    start_at=lc.start,
+                    end_at=lc.end,
+                    cap_w=None if lc.cap_kw is None else int(lc.cap_kw * 1000),
+                    curtail_pct=lc.curtail_pct,
+                )
+            )
         elif event.readings is not None:
             r = event.readings
             p = self.plugged[r.session]

@@ -57,6 +57,18 @@ class Readings(Strict):
     energy_wh: tuple[Annotated[int, Field(ge=0)], ...] = Field(min_length=1)
 
 
+class LoadControl(Strict):
+    """The utility declares a load-control event (seed: DLC, declared ahead of time)."""
+
+    utility: Id
+    id: Id
+    start: Instant
+    end: Instant
+    feeder: Id | None = None
+    cap_kw: Annotated[Decimal, Field(ge=0)] | None = None
+    curtail_pct: Annotated[int, Field(ge=1, le=100)] | None = None
+
+
 class Event(Strict):
     at: Instant
     plug_in: PlugIn | None = None
@@ -66,6 +78,7 @@ class Event(Strict):
     eumd_down: PremiseRef | None = None
     eumd_up: PremiseRef | None = None
     readings: Readings | None = None
+    load_control: LoadControl | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Event:
@@ -79,7 +92,16 @@ class Event(Strict):
         return next(k for k in _KINDS if getattr(self, k) is not None)
 
 
-_KINDS = ("plug_in", "plug_out", "comms_down", "comms_up", "eumd_down", "eumd_up", "readings")
+_KINDS = (
+    "plug_in",
+    "plug_out",
+    "comms_down",
+    "comms_up",
+    "eumd_down",
+    "eumd_up",
+    "readings",
+    "load_control",
+)
 
 
 class Scenario(Strict):

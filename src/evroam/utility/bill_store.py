@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -18,6 +19,7 @@ from evroam.utility.billing import (
     Bill,
     BillLine,
     DayTotal,
+    DlcCredit,
     LedgerEntry,
     ProgramCharge,
     bill_id,
@@ -40,9 +42,10 @@ def issue_cycle(conn: Connection, utility: Utility, cycle: str, now: datetime) -
     for account, entry in entries:
         by_account.setdefault(account, []).append((entry.charge_id, entry))
     charges = _program_charges(utility)
+    credits = _dlc_credits(conn, utility, cycle)
     issued_before = _issued_cycles(conn, utility.id)
     bills: list[Bill] = []
-    for account in sorted(set(by_account) | set(charges)):
+    for account in sorted(set(by_account) | set(charges) | set(credits)):
         if account in billed:
             continue
         mine = by_account.get(account, [])
@@ -53,9 +56,13 @@ def issue_cycle(conn: Connection, utility: Utility, cycle: str, now: datetime) -
             utility.currency,
             (entry for _, entry in mine),
             charges.get(account, ()),
+            [credit for credit, _ in credits.get(account, ())],
             issued_bills=issued_before.get(account, {}),
         )
         _save(conn, bill, now)
+        table = s.event_participation
+        for _, key in credits.get(account, ()):
+            conn.execute(update(table).filter_by(**key).values(bill_id=bill.bill_id))
         ids = [charge_id for charge_id, _ in mine]
         for start in range(0, len(ids), 1000):
             conn.execute(
@@ -115,6 +122,34 @@ def _unbilled(conn: Connection, utility_id: str, cycle: str) -> list[tuple[str, 
         )
         for r in rows
     ]
+
+
+def _dlc_credits(
+    conn: Connection, utility: Utility, cycle: str
+) -> dict[str, list[tuple[DlcCredit, dict[str, str]]]]:
+    """Unbilled load-control credits per account, with the key that claims each."""
+    part, event = s.event_participation, s.load_control_events
+    rows = conn.execute(
+        select(part, event.c.start_at, event.c.end_at)
+        .join(event, event.c.id == part.c.event_id)
+        .where(event.c.utility_id == utility.id, part.c.bill_id.is_(None), part.c.cycle <= cycle)
+        .order_by(part.c.event_id, part.c.session_id)
+    ).mappings()
+    zone = ZoneInfo(utility.time_zone)
+    out: dict[str, list[tuple[DlcCredit, dict[str, str]]]] = {}
+    for r in rows:
+        start, end = r["start_at"].astimezone(zone), r["end_at"].astimezone(zone)
+        deferred = f"{r['curtailed_wh'] / 1000:.3f} kWh deferred"
+        credit = DlcCredit(
+            event_id=r["event_id"],
+            pev_id=r["pev_id"],
+            description=f"event {r['event_id']} {start:%Y-%m-%d %H:%M}-{end:%H:%M}, {deferred}",
+            curtailed_wh=r["curtailed_wh"],
+            amount=r["credit"],
+        )
+        key = {k: r[k] for k in ("event_id", "premise_id", "session_id")}
+        out.setdefault(r["account_id"], []).append((credit, key))
+    return out
 
 
 def _program_charges(utility: Utility) -> dict[str, list[ProgramCharge]]:

@@ -12,9 +12,10 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
@@ -25,15 +26,18 @@ from evroam.core.messages import (
     EnergyAvailable,
     EnergyRequest,
     IntervalReading,
+    LoadControlNotice,
     SessionReport,
 )
 from evroam.core.rating import price_at
 from evroam.db import schema as s
 from evroam.territory.model import Premise
 from evroam.territory.store import read_territory
+from evroam.utility.cycles import cycle_of
 from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
+from evroam.utility.events import participation
 from evroam.utility.payer import Conditions, PayerDecision, decide
-from evroam.utility.planning import plan_request
+from evroam.utility.planning import LoadControlEvent, plan_request, unmanaged_schedule
 from evroam.utility.prices import published_prices
 from evroam.utility.rate_session import SessionRater
 from evroam.utility.readings_store import check_same, insert_new, reading_key
@@ -226,6 +230,9 @@ class UtilityService:
             (p for p in registry.utility.programs if p.id == session["program_id"]), None
         )
         context, tariff_id = self._rater.context, session["tariff_id"]
+        premise = registry.premises[session["premise_id"]]
+        with self.engine.connect() as conn:
+            events = self._events(conn, premise.feeder, self.clock(), request.departure_at)
         return plan_request(
             now=self.clock(),
             request=request,
@@ -233,8 +240,10 @@ class UtilityService:
             portal_rating_w=portal.rating_w(),
             program_kind=program.kind if program else None,
             price_of_slot=lambda at: price_at(context, tariff_id, at).price_per_kwh,
+            events=events,
             random_delay_max_s=self.random_delay_max_s,
             rng_seed=self.rng_seed,
+            feeder_id=premise.feeder,
             zone=context.zone,
         )
 
@@ -353,6 +362,108 @@ class UtilityService:
                 .values(closing)
             )
             self._rate(conn, session | closing)
+            self._participate(conn, session | closing)
+
+    # --- load-control events (seed: Direct Load Control) ----------------------------------
+
+    def declare_event(self, notice: LoadControlNotice) -> None:
+        """Record an event; sessions planned from now on respect it. Idempotent by event id."""
+        if notice.feeder_id is not None and notice.feeder_id not in {
+            f.id for f in self.registry().utility.feeders
+        }:
+            raise Invalid("feeder_id", notice.feeder_id, f"unknown feeder in {self.utility_id}")
+        row = notice.model_dump() | {"id": notice.event_id, "utility_id": self.utility_id}
+        del row["event_id"]
+        table = s.load_control_events
+        with self.engine.begin() as conn:
+            held = (
+                conn.execute(select(table).where(table.c.id == notice.event_id)).mappings().first()
+            )
+            if held is not None:
+                if any(held[k] != v for k, v in row.items()):
+                    raise Conflict("event_id", notice.event_id, "already declared otherwise")
+                return
+            conn.execute(insert(table).values(**row, declared_at=self.clock()))
+
+    def _events(
+        self, conn: Connection, feeder_id: str | None, start: datetime, end: datetime
+    ) -> list[LoadControlEvent]:
+        """Events of this utility in scope of the feeder that overlap [start, end)."""
+        table = s.load_control_events
+        rows = conn.execute(
+            select(table).where(
+                table.c.utility_id == self.utility_id,
+                table.c.start_at < end,
+                table.c.end_at > start,
+                (table.c.feeder_id.is_(None)) | (table.c.feeder_id == feeder_id),
+            )
+        ).mappings()
+        return [
+            LoadControlEvent(
+                start_at=r["start_at"],
+                end_at=r["end_at"],
+                cap_w=r["cap_w"],
+                curtail_pct=r["curtail_pct"],
+                feeder_id=r["feeder_id"],
+                event_id=r["id"],
+            )
+            for r in rows
+        ]
+
+    def _participate(self, conn: Connection, session: dict[str, Any]) -> None:
+        """Record the session's part in every event it was plugged in for, with its credit."""
+        registry = self.registry()
+        program = next(
+            (p for p in registry.utility.programs if p.id == session["program_id"]), None
+        )
+        if not session["bound"] or program is None or session["ended_at"] is None:
+            return
+        premise = registry.premises[session["premise_id"]]
+        events = self._events(conn, premise.feeder, session["plugged_in_at"], session["ended_at"])
+        if not events:
+            return
+        measured = _session_intervals(conn, session)
+        _, portal = registry.portals[session["portal_id"]]
+        pev = registry.pevs[session["pev_id"]]
+        rate_w = min(pev.max_w(), portal.rating_w())
+        need_wh = sum(wh for _, _, wh in measured)
+        if session["energy_request"]:
+            request = EnergyRequest.model_validate_json(session["energy_request"])
+            need_wh, rate_w = request.energy_wh, min(rate_w, request.max_w)
+        baseline = unmanaged_schedule(session["plugged_in_at"], need_wh, rate_w)
+        zone = registry.utility.time_zone
+        for event in events:
+            taken = participation(
+                program,
+                event.event_id,
+                (event.start_at, event.end_at),
+                baseline,
+                measured,
+                registry.utility.currency,
+            )
+            if taken is None:
+                continue
+            table = s.event_participation
+            key = {
+                "event_id": event.event_id,
+                "premise_id": session["premise_id"],
+                "session_id": session["session_id"],
+            }
+            if conn.execute(select(table.c.event_id).filter_by(**key)).first() is not None:
+                continue
+            conn.execute(
+                insert(table).values(
+                    **key,
+                    pev_id=session["pev_id"],
+                    account_id=session["payer_account"],
+                    cycle=cycle_of(
+                        event.start_at.astimezone(ZoneInfo(zone)).date(),
+                        registry.utility.billing_cycle_day,
+                    ),
+                    curtailed_wh=taken.curtailed_wh,
+                    credit=taken.credit,
+                )
+            )
 
     # --- rating into the ledger -------------------------------------------------------------
 
