@@ -1,0 +1,753 @@
+"""The one rating engine: split interval readings at price boundaries and price each piece.
+
+Utilities and the clearinghouse both price with this module, so roaming parties never
+disagree about local time, DST or rounding (docs/rating.md).
+
+Period rule. A local instant has the day type of the local date it falls on: "holiday" if
+the utility's calendar lists the date, else "weekend" on Saturday and Sunday, else
+"weekday". A TOU rule matches when that day type is in rule.days, the local month is in
+rule.months and the local time of day is in [start_local, end_local); end <= start wraps
+past midnight and end 00:00 means the end of the day. For a wrapping rule the part after
+midnight is judged by the day it falls on: a weekday-only 22:00-06:00 rule covers Friday
+22:00-24:00 but not Saturday 00:00-06:00. The first matching rule wins, else
+default_period. An hourly tariff prices each published hour [start, start + 1 h) (keyed
+by its UTC start) and every other instant by its fallback tariff.
+
+Speed. Each (tariff, local date) is turned once into a short list of UTC bands (start,
+end, label, price) and cached on the context, as is the map from UTC hour to that day;
+a reading inside one band then costs a dict lookup, a bisect and a multiply.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import NamedTuple, Protocol
+from zoneinfo import ZoneInfo
+
+from evroam.core.calendar import (
+    ONE_DAY,
+    day_type,
+    from_epoch_s,
+    holiday_calendar,
+    local_date_at,
+    local_midnight_s,
+    offset_changes,
+    to_epoch_s,
+    wall_time_at,
+    wall_time_instants,
+)
+from evroam.core.messages import IntervalReading
+from evroam.core.money import round_money
+from evroam.core.tariffs import DayType, FlatTariff, HourlyPriceTariff, TouRule, TouTariff
+
+AnyTariff = FlatTariff | TouTariff | HourlyPriceTariff
+HOUR_S = 3600
+FLAT_LABEL = "flat"
+HOURLY_LABEL = "hourly"
+_MIDNIGHT = time(0)
+
+# (start: epoch seconds or aware datetime, interval_s, energy_wh[, ref carried to the pieces])
+ReadingRow = tuple[int | datetime, int, int] | tuple[int | datetime, int, int, Hashable]
+
+
+class HolidaySource(Protocol):
+    @property
+    def country(self) -> str: ...
+    @property
+    def subdivision(self) -> str | None: ...
+
+
+class UtilityRates(Protocol):
+    """What rating needs of a utility (territory.model.Utility has it)."""
+
+    @property
+    def time_zone(self) -> str: ...
+    @property
+    def holidays(self) -> HolidaySource | None: ...
+    @property
+    def tariffs(self) -> Sequence[AnyTariff]: ...
+
+
+class RatedPiece(NamedTuple):
+    """The part of one reading at one price: [start_s, end_s) in epoch seconds.
+
+    cost is energy_cost(energy_wh, price_per_kwh), unrounded; local_date is the utility-local
+    date of start; ref is whatever the caller attached to the reading (the session id for
+    IntervalReading).
+    """
+
+    start_s: int
+    end_s: int
+    energy_wh: int
+    label: str
+    tariff_id: str
+    price_per_kwh: Decimal
+    cost: Decimal
+    local_date: date
+    ref: Hashable | None = None
+
+    @property
+    def start_at(self) -> datetime:
+        return from_epoch_s(self.start_s)
+
+    @property
+    def end_at(self) -> datetime:
+        return from_epoch_s(self.end_s)
+
+
+class _Band(NamedTuple):
+    label: str
+    tariff_id: str
+    price_per_kwh: Decimal
+    price_per_wh: Decimal  # price_per_kwh / 1000, so cost = price_per_wh * Wh exactly
+
+
+class _Day:
+    """One local date of one tariff: consecutive bands covering [start_s, end_s)."""
+
+    __slots__ = ("bands", "end_s", "ends", "local_date", "start_s", "starts")
+
+    def __init__(self, local_date: date, points: list[tuple[int, _Band]], end_s: int) -> None:
+        starts: list[int] = []
+        bands: list[_Band] = []
+        for start, band in points:
+            if bands and bands[-1][:3] == band[:3]:
+                continue  # same price and label as the band before: no boundary here
+            starts.append(start)
+            bands.append(band)
+        self.local_date = local_date
+        self.start_s = starts[0]
+        self.end_s = end_s
+        self.starts = starts
+        self.ends = [*starts[1:], end_s]
+        self.bands = bands
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBand:
+    """A stretch of time at one price, within one local date (for planning and display)."""
+
+    start_s: int
+    end_s: int
+    label: str
+    tariff_id: str
+    price_per_kwh: Decimal
+    local_date: date
+
+    @property
+    def start_at(self) -> datetime:
+        return from_epoch_s(self.start_s)
+
+    @property
+    def end_at(self) -> datetime:
+        return from_epoch_s(self.end_s)
+
+
+def _band(label: str, tariff_id: str, price: Decimal) -> _Band:
+    return _Band(label, tariff_id, price, price.scaleb(-3))
+
+
+def rule_matches(rule: TouRule, wall: datetime, kind: DayType) -> bool:
+    """Whether a TOU rule covers a naive local wall time on a date of this day type."""
+    if kind not in rule.days or wall.month not in rule.months:
+        return False
+    tod = wall.time()
+    start = rule.start_local.replace(tzinfo=None)
+    end = rule.end_local.replace(tzinfo=None)
+    if start < end:
+        return start <= tod < end
+    return tod >= start or tod < end  # wraps midnight; end 00:00 means to the end of the day
+
+
+def tou_period(tariff: TouTariff, wall: datetime, kind: DayType) -> str:
+    """The period at a naive local wall time: the first matching rule, else the default."""
+    for rule in tariff.rules:
+        if rule_matches(rule, wall, kind):
+            return rule.period
+    return tariff.default_period
+
+
+@dataclass(frozen=True, eq=False)
+class RatingContext:
+    """Everything rating needs for one utility, built once; caches day bands as it goes.
+
+    hourly_prices holds prices published outside the territory file (tariff id -> {UTC hour
+    start -> price}); for the same hour it overrides the tariff's inline price. The context
+    is a snapshot: build a new one when more prices are published.
+    """
+
+    zone: ZoneInfo
+    tariffs: Mapping[str, AnyTariff]
+    holidays: Container[date] | None = None
+    hourly_prices: Mapping[str, Mapping[datetime | int, Decimal]] = field(default_factory=dict)
+    _published: dict[str, tuple[list[int], list[Decimal]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _days: dict[tuple[str, date], _Day] = field(default_factory=dict, init=False, repr=False)
+    _hour_maps: dict[str, dict[int, _Day]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for tariff_id, tariff in self.tariffs.items():
+            if tariff.id != tariff_id:
+                raise ValueError(f"tariffs[{tariff_id!r}] holds tariff {tariff.id!r}")
+            if isinstance(tariff, HourlyPriceTariff):
+                self._check_fallbacks(tariff)
+                prices = {
+                    to_epoch_s(p.start, "prices.start"): p.price_per_kwh for p in tariff.prices
+                }
+                for at, price in self.hourly_prices.get(tariff_id, {}).items():
+                    key = at if isinstance(at, int) else to_epoch_s(at, "hourly_prices")
+                    prices[key] = price
+                starts = sorted(prices)
+                self._published[tariff_id] = (starts, [prices[s] for s in starts])
+        for tariff_id in self.hourly_prices:
+            if not isinstance(self.tariffs.get(tariff_id), HourlyPriceTariff):
+                raise ValueError(f"hourly_prices: {tariff_id!r} is not an hourly tariff here")
+
+    def _check_fallbacks(self, tariff: HourlyPriceTariff) -> None:
+        seen = [tariff.id]
+        current: AnyTariff = tariff
+        while isinstance(current, HourlyPriceTariff):
+            fallback = self.tariffs.get(current.fallback_tariff)
+            if fallback is None:
+                raise ValueError(
+                    f"tariff {current.id!r}: fallback_tariff {current.fallback_tariff!r} is unknown"
+                )
+            if fallback.id in seen:
+                raise ValueError(f"tariff {tariff.id!r}: fallback cycle {' -> '.join(seen)}")
+            seen.append(fallback.id)
+            current = fallback
+
+    @classmethod
+    def build(
+        cls,
+        time_zone: str,
+        tariffs: Iterable[AnyTariff],
+        holidays: Container[date] | None = None,
+        hourly_prices: Mapping[str, Mapping[datetime | int, Decimal]] | None = None,
+    ) -> RatingContext:
+        """A context from a zone name, tariffs, a set of holiday dates and published prices."""
+        return cls(
+            zone=ZoneInfo(time_zone),
+            tariffs={t.id: t for t in tariffs},
+            holidays=holidays,
+            hourly_prices=dict(hourly_prices or {}),
+        )
+
+    @classmethod
+    def for_utility(
+        cls,
+        utility: UtilityRates,
+        hourly_prices: Mapping[str, Mapping[datetime | int, Decimal]] | None = None,
+    ) -> RatingContext:
+        """The context of a territory Utility (its zone, holiday calendar and tariffs)."""
+        source = utility.holidays
+        calendar = None if source is None else holiday_calendar(source.country, source.subdivision)
+        return cls.build(utility.time_zone, utility.tariffs, calendar, hourly_prices)
+
+    def tariff(self, tariff_id: str) -> AnyTariff:
+        try:
+            return self.tariffs[tariff_id]
+        except KeyError:
+            raise KeyError(f"unknown tariff {tariff_id!r}") from None
+
+    def day_type(self, local_date: date) -> DayType:
+        return day_type(local_date, self.holidays)
+
+    # -- day bands, computed once per (tariff, local date) ----------------------------------
+
+    def _hour_map(self, tariff_id: str) -> dict[int, _Day]:
+        hour_map = self._hour_maps.get(tariff_id)
+        if hour_map is None:
+            self.tariff(tariff_id)  # refuse an unknown id before caching anything
+            hour_map = self._hour_maps[tariff_id] = {}
+        return hour_map
+
+    def _day_at(self, tariff_id: str, epoch_s: int) -> _Day:
+        """The cached day holding an instant; the hour map remembers the day of each UTC hour."""
+        hour_map = self._hour_map(tariff_id)
+        hour = epoch_s // HOUR_S
+        day = hour_map.get(hour)
+        if day is None:
+            day = self._day(tariff_id, local_date_at(self.zone, hour * HOUR_S))
+            hour_map[hour] = day
+        while epoch_s >= day.end_s:  # local midnight inside this UTC hour (odd offsets)
+            day = self._day(tariff_id, day.local_date + ONE_DAY)
+        return day
+
+    def _day(self, tariff_id: str, local_date: date) -> _Day:
+        day = self._days.get((tariff_id, local_date))
+        if day is None:
+            day = self._days[(tariff_id, local_date)] = self._build_day(tariff_id, local_date)
+        return day
+
+    def _build_day(self, tariff_id: str, local_date: date) -> _Day:
+        tariff = self.tariff(tariff_id)
+        start = local_midnight_s(self.zone, local_date)
+        end = local_midnight_s(self.zone, local_date + ONE_DAY)
+        if isinstance(tariff, FlatTariff):
+            points = [(start, _band(FLAT_LABEL, tariff.id, tariff.price_per_kwh))]
+        elif isinstance(tariff, TouTariff):
+            points = self._tou_points(tariff, local_date, start, end)
+        else:
+            points = self._hourly_points(tariff, local_date, start, end)
+        return _Day(local_date, points, end)
+
+    def _tou_points(
+        self, tariff: TouTariff, local_date: date, start: int, end: int
+    ) -> list[tuple[int, _Band]]:
+        # Every instant the price can change at: where the clock reads a rule boundary
+        # (twice on fall-back) and where it jumps (DST). The period between two candidates
+        # is constant, so judging each stretch by the wall time at its start is exact.
+        candidates = {start, *offset_changes(self.zone, start, end)}
+        for rule in tariff.rules:
+            for wall in (rule.start_local, rule.end_local):
+                if wall.replace(tzinfo=None) != _MIDNIGHT:
+                    candidates.update(
+                        wall_time_instants(self.zone, local_date, wall.replace(tzinfo=None))
+                    )
+        kind = self.day_type(local_date)
+        points = []
+        for instant in sorted(c for c in candidates if start <= c < end):
+            period = tou_period(tariff, wall_time_at(self.zone, instant), kind)
+            points.append((instant, _band(period, tariff.id, tariff.periods[period])))
+        return points
+
+    def _hourly_points(
+        self, tariff: HourlyPriceTariff, local_date: date, start: int, end: int
+    ) -> list[tuple[int, _Band]]:
+        fallback = self._day(tariff.fallback_tariff, local_date)
+        starts, prices = self._published[tariff.id]
+        first, last = bisect_left(starts, start - HOUR_S), bisect_left(starts, end)
+        candidates = {start, *fallback.starts}
+        for hour_start in starts[first:last]:
+            candidates.update((hour_start, hour_start + HOUR_S))
+        points = []
+        for instant in sorted(c for c in candidates if start <= c < end):
+            j = bisect_right(starts, instant) - 1
+            if j >= 0 and instant < starts[j] + HOUR_S:
+                points.append((instant, _band(HOURLY_LABEL, tariff.id, prices[j])))
+            else:
+                i = bisect_right(fallback.starts, instant) - 1
+                points.append((instant, fallback.bands[i]))
+        return points
+
+
+def split_energy(energy_wh: int, durations_s: Sequence[int]) -> list[int]:
+    """Integer Wh in proportion to the durations, by largest remainder, ties to the earliest.
+
+    The shares always sum to energy_wh exactly.
+    """
+    total = sum(durations_s)
+    shares = [energy_wh * d // total for d in durations_s]
+    left = energy_wh - sum(shares)
+    if left:
+        remainders = [energy_wh * d % total for d in durations_s]
+        order = sorted(range(len(durations_s)), key=lambda k: (-remainders[k], k))
+        for k in order[:left]:
+            shares[k] += 1
+    return shares
+
+
+def rate_rows(ctx: RatingContext, tariff_id: str, rows: Iterable[ReadingRow]) -> list[RatedPiece]:
+    """Rate interval readings given as plain tuples; the fast path.
+
+    Splitting rule: a reading covers [start, start + interval_s) and carries energy_wh. It
+    is cut at every price boundary inside it: a TOU period change in local wall time, an
+    hourly price change, and every local midnight (the day type, and the piece's
+    local_date, may change there). Boundaries are found in local wall time through
+    zoneinfo and held as UTC instants, so a 23- or 25-hour DST day just has fewer or more
+    seconds; the repeated fall-back hour is priced by its own UTC instant. Energy is shared
+    among the pieces in proportion to their time, in integer Wh by largest remainder (ties
+    to the earliest piece), so the pieces sum exactly to the reading. Pieces that get 0 Wh
+    are left out. Each piece's cost is energy_cost(energy_wh, price_per_kwh), unrounded:
+    money is rounded once per line, in to_lines.
+
+    A row is (start, interval_s, energy_wh) or (start, interval_s, energy_wh, ref); start
+    is whole epoch seconds or an aware datetime; ref is copied to the row's pieces.
+    """
+    day_at = ctx._day_at
+    hour_map = ctx._hour_map(tariff_id)
+    pieces: list[RatedPiece] = []
+    append = pieces.append
+    new = tuple.__new__  # half the cost of RatedPiece(...), which goes through Python code
+    for row in rows:
+        start = row[0]
+        s = start if isinstance(start, int) else to_epoch_s(start)
+        interval_s = row[1]
+        energy_wh = row[2]
+        ref = row[3] if len(row) == 4 else None
+        if interval_s <= 0 or energy_wh < 0:
+            raise ValueError(
+                f"reading at {s}: interval_s {interval_s} must be > 0 and energy_wh "
+                f"{energy_wh} >= 0"
+            )
+        e = s + interval_s
+        day = hour_map.get(s // HOUR_S)
+        if day is None or s >= day.end_s:
+            day = day_at(tariff_id, s)
+        i = bisect_right(day.starts, s) - 1
+        if e <= day.ends[i]:  # the common case: one band
+            if energy_wh:
+                band = day.bands[i]
+                append(
+                    new(
+                        RatedPiece,
+                        (
+                            s,
+                            e,
+                            energy_wh,
+                            band.label,
+                            band.tariff_id,
+                            band.price_per_kwh,
+                            band.price_per_wh * energy_wh,
+                            day.local_date,
+                            ref,
+                        ),
+                    )
+                )
+        elif energy_wh:
+            _split(ctx, tariff_id, day, s, e, energy_wh, ref, append)
+    return pieces
+
+
+def _split(
+    ctx: RatingContext,
+    tariff_id: str,
+    day: _Day,
+    s: int,
+    e: int,
+    energy_wh: int,
+    ref: Hashable | None,
+    append: Callable[[RatedPiece], None],
+) -> None:
+    stretches: list[tuple[int, int, _Band, date]] = []
+    cursor = s
+    while cursor < e:
+        while cursor >= day.end_s:
+            day = ctx._day(tariff_id, day.local_date + ONE_DAY)
+        i = bisect_right(day.starts, cursor) - 1
+        stop = min(day.ends[i], e)
+        stretches.append((cursor, stop, day.bands[i], day.local_date))
+        cursor = stop
+    shares = split_energy(energy_wh, [b - a for a, b, _, _ in stretches])
+    for (a, b, band, local_date), wh in zip(stretches, shares, strict=True):
+        if wh:
+            append(
+                RatedPiece(
+                    a,
+                    b,
+                    wh,
+                    band.label,
+                    band.tariff_id,
+                    band.price_per_kwh,
+                    band.price_per_wh * wh,
+                    local_date,
+                    ref,
+                )
+            )
+
+
+class DailyTotal(NamedTuple):
+    """One ref's energy at one price on one local date: what rate_daily sums pieces into.
+
+    start_s is the earliest piece start and end_s the latest piece end; cost is
+    energy_cost(energy_wh, price_per_kwh), unrounded, which equals the sum of the pieces'
+    costs exactly (Decimal products of integer Wh are exact).
+    """
+
+    ref: Hashable | None
+    local_date: date
+    tariff_id: str
+    label: str
+    price_per_kwh: Decimal
+    energy_wh: int
+    cost: Decimal
+    start_s: int
+    end_s: int
+
+    @property
+    def start_at(self) -> datetime:
+        return from_epoch_s(self.start_s)
+
+    @property
+    def end_at(self) -> datetime:
+        return from_epoch_s(self.end_s)
+
+
+def rate_daily(ctx: RatingContext, tariff_id: str, rows: Iterable[ReadingRow]) -> list[DailyTotal]:
+    """Rate rows like rate_rows but return one total per (ref, local date, tariff, label, price).
+
+    The bulk path: it sums integer Wh per band instead of building a piece per reading, so
+    it allocates almost nothing per reading. Totals come in the order their first reading came
+    (sort them if order matters).
+    """
+    day_at = ctx._day_at
+    hour_map = ctx._hour_map(tariff_id)
+    # (ref, day, band index) -> [Wh, first start, last end]; _Day hashes by identity.
+    sums: dict[tuple[Hashable | None, _Day, int], list[int]] = {}
+    get = sums.get
+    split_pieces: list[RatedPiece] = []
+    last_ref: Hashable | None = object()  # matches no ref
+    last_day: _Day | None = None
+    last_i = -1
+    last_acc: list[int] = []
+    for row in rows:
+        start = row[0]
+        s = start if isinstance(start, int) else to_epoch_s(start)
+        interval_s = row[1]
+        energy_wh = row[2]
+        ref = row[3] if len(row) == 4 else None
+        if interval_s <= 0 or energy_wh < 0:
+            raise ValueError(
+                f"reading at {s}: interval_s {interval_s} must be > 0 and energy_wh "
+                f"{energy_wh} >= 0"
+            )
+        e = s + interval_s
+        day = hour_map.get(s // HOUR_S)
+        if day is None or s >= day.end_s:
+            day = day_at(tariff_id, s)
+        i = bisect_right(day.starts, s) - 1
+        if e <= day.ends[i]:
+            if energy_wh:
+                # A session's readings usually land in the band of the one before.
+                if ref is last_ref and day is last_day and i == last_i:
+                    acc = last_acc
+                else:
+                    key = (ref, day, i)
+                    found = get(key)
+                    if found is None:
+                        found = sums[key] = [0, s, e]
+                    acc = found
+                    last_ref, last_day, last_i, last_acc = ref, day, i, acc
+                acc[0] += energy_wh
+                # Plain comparisons: min()/max() calls cost a third of this loop.
+                if s < acc[1]:  # noqa: PLR1730
+                    acc[1] = s
+                if e > acc[2]:  # noqa: PLR1730
+                    acc[2] = e
+        elif energy_wh:
+            _split(ctx, tariff_id, day, s, e, energy_wh, ref, split_pieces.append)
+    # Fold bands and split pieces into one entry per (ref, date, tariff, label, price).
+    totals: dict[tuple[Hashable | None, date, str, str, Decimal], list[int]] = {}
+    for (ref, day, i), (wh, first, last) in sums.items():
+        band = day.bands[i]
+        _fold(
+            totals,
+            (ref, day.local_date, band.tariff_id, band.label, band.price_per_kwh),
+            wh,
+            first,
+            last,
+        )
+    for p in split_pieces:
+        _fold(
+            totals,
+            (p.ref, p.local_date, p.tariff_id, p.label, p.price_per_kwh),
+            p.energy_wh,
+            p.start_s,
+            p.end_s,
+        )
+    new = tuple.__new__
+    return [
+        new(DailyTotal, (ref, when, tid, label, price, wh, price.scaleb(-3) * wh, first, last))
+        for (ref, when, tid, label, price), (wh, first, last) in totals.items()
+    ]
+
+
+def _fold(
+    totals: dict[tuple[Hashable | None, date, str, str, Decimal], list[int]],
+    key: tuple[Hashable | None, date, str, str, Decimal],
+    wh: int,
+    first: int,
+    last: int,
+) -> None:
+    acc = totals.get(key)
+    if acc is None:
+        totals[key] = [wh, first, last]
+    else:
+        acc[0] += wh
+        acc[1] = min(acc[1], first)
+        acc[2] = max(acc[2], last)
+
+
+def rate_readings(
+    ctx: RatingContext, tariff_id: str, readings: Iterable[IntervalReading]
+) -> list[RatedPiece]:
+    """Rate the seed's IntervalReading messages (see rate_rows); ref is the session id."""
+    return rate_rows(
+        ctx,
+        tariff_id,
+        (
+            (to_epoch_s(r.interval_start_at), r.interval_s, r.energy_wh, r.session_id)
+            for r in readings
+        ),
+    )
+
+
+def price_bands(
+    ctx: RatingContext, tariff_id: str, start_at: datetime | int, end_at: datetime | int
+) -> list[PriceBand]:
+    """The tariff's price bands over [start_at, end_at), clipped to it (for planning)."""
+    s = start_at if isinstance(start_at, int) else to_epoch_s(start_at, "start_at")
+    e = end_at if isinstance(end_at, int) else to_epoch_s(end_at, "end_at")
+    bands: list[PriceBand] = []
+    cursor = s
+    day = ctx._day_at(tariff_id, s) if s < e else None
+    while day is not None and cursor < e:
+        while cursor >= day.end_s:
+            day = ctx._day(tariff_id, day.local_date + ONE_DAY)
+        i = bisect_right(day.starts, cursor) - 1
+        stop = min(day.ends[i], e)
+        band = day.bands[i]
+        bands.append(
+            PriceBand(cursor, stop, band.label, band.tariff_id, band.price_per_kwh, day.local_date)
+        )
+        cursor = stop
+    return bands
+
+
+def price_at(ctx: RatingContext, tariff_id: str, at: datetime | int) -> PriceBand:
+    """The whole band (within its local date) that holds an instant."""
+    s = at if isinstance(at, int) else to_epoch_s(at, "at")
+    day = ctx._day_at(tariff_id, s)
+    i = bisect_right(day.starts, s) - 1
+    band = day.bands[i]
+    return PriceBand(
+        day.starts[i], day.ends[i], band.label, band.tariff_id, band.price_per_kwh, day.local_date
+    )
+
+
+# -- lines: the one place pieces become money -----------------------------------------------
+
+
+class Priced(Protocol):
+    """What to_lines groups: a RatedPiece or a DailyTotal."""
+
+    @property
+    def ref(self) -> Hashable | None: ...
+    @property
+    def local_date(self) -> date: ...
+    @property
+    def tariff_id(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def price_per_kwh(self) -> Decimal: ...
+    @property
+    def energy_wh(self) -> int: ...
+    @property
+    def cost(self) -> Decimal: ...
+    @property
+    def start_s(self) -> int: ...
+    @property
+    def end_s(self) -> int: ...
+
+
+def by_tariff_label_price(piece: Priced) -> Hashable:
+    """The default line key: one line per tariff, period label and price."""
+    return (piece.tariff_id, piece.label, piece.price_per_kwh)
+
+
+class RatedLine(NamedTuple):
+    """Pieces grouped under one key; amount is the only rounded number.
+
+    tariff_id, label and price_per_kwh are the pieces' common value, or None when the key
+    let pieces with different values into one line; piece_count is how many pieces (or
+    daily totals) were grouped.
+    """
+
+    key: Hashable
+    tariff_id: str | None
+    label: str | None
+    price_per_kwh: Decimal | None
+    energy_wh: int
+    cost: Decimal  # sum of the pieces' unrounded costs
+    amount: Decimal  # round_money(cost, currency): rounded once, here
+    currency: str
+    first_start_s: int
+    last_end_s: int
+    piece_count: int
+
+    @property
+    def first_start_at(self) -> datetime:
+        return from_epoch_s(self.first_start_s)
+
+    @property
+    def last_end_at(self) -> datetime:
+        return from_epoch_s(self.last_end_s)
+
+
+class _LineSum:
+    __slots__ = ("cost", "count", "energy_wh", "first", "label", "last", "price", "tariff_id")
+
+    def __init__(self, piece: Priced) -> None:
+        self.tariff_id: str | None = piece.tariff_id
+        self.label: str | None = piece.label
+        self.price: Decimal | None = piece.price_per_kwh
+        self.energy_wh = piece.energy_wh
+        self.cost = piece.cost
+        self.first = piece.start_s
+        self.last = piece.end_s
+        self.count = 1
+
+    def add(self, piece: Priced) -> None:
+        if self.tariff_id != piece.tariff_id:
+            self.tariff_id = None
+        if self.label != piece.label:
+            self.label = None
+        if self.price != piece.price_per_kwh:
+            self.price = None
+        self.energy_wh += piece.energy_wh
+        self.cost += piece.cost
+        if piece.start_s < self.first:  # noqa: PLR1730 (a min() call costs more here)
+            self.first = piece.start_s
+        if piece.end_s > self.last:  # noqa: PLR1730
+            self.last = piece.end_s
+        self.count += 1
+
+
+def to_lines(
+    pieces: Iterable[Priced],
+    currency: str,
+    key: Callable[[Priced], Hashable] = by_tariff_label_price,
+) -> list[RatedLine]:
+    """Group pieces by key and round each group's unrounded cost once, half-up to the cent.
+
+    Rounding per line, never per piece, is the rule (core/money.round_money). Billing keys
+    by (session, billing period, label, price). Lines come out in order of their first
+    piece, then of their last piece end, then of the key's repr.
+    """
+    sums: dict[Hashable, _LineSum] = {}
+    for piece in pieces:
+        k = key(piece)
+        line = sums.get(k)
+        if line is None:
+            sums[k] = _LineSum(piece)
+        else:
+            line.add(piece)
+    new = tuple.__new__  # a third of the cost of RatedLine(...)
+    lines = [
+        new(
+            RatedLine,
+            (
+                k,
+                t.tariff_id,
+                t.label,
+                t.price,
+                t.energy_wh,
+                t.cost,
+                round_money(t.cost, currency),
+                currency,
+                t.first,
+                t.last,
+                t.count,
+            ),
+        )
+        for k, t in sums.items()
+    ]
+    lines.sort(key=lambda line: (line.first_start_s, line.last_end_s, repr(line.key)))
+    return lines
