@@ -183,7 +183,7 @@ def print_territory(territory: Territory) -> None:
         out.print(pevs)
 
 
-def _run_scenario(path: Path, url: str, as_json: bool) -> None:
+def _run_scenario(path: Path, url: str, as_json: bool, bills_html: Path | None = None) -> None:
     try:
         scenario = load_scenario(path)
     except TerritoryFileError as exc:
@@ -191,6 +191,8 @@ def _run_scenario(path: Path, url: str, as_json: bool) -> None:
     engine = make_engine(url)
     ensure_schema(engine)
     result = Runner(scenario, engine).run()
+    if bills_html is not None:
+        write_bills_html(engine, scenario.territory, result.bills, bills_html)
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
         return
@@ -201,6 +203,30 @@ def _run_scenario(path: Path, url: str, as_json: bool) -> None:
         out.print(f"[yellow]{result.undelivered} gateway messages still undelivered[/]")
     for kind, _, why in result.dead_letters:
         out.print(f"[red]refused {kind}:[/] {why}")
+    if bills_html is not None and result.bills:
+        out.print(f"HTML bills written to {bills_html}/")
+
+
+def write_bills_html(
+    engine: Engine, territory: Territory, bills: list[dict[str, Any]], folder: Path
+) -> None:
+    """One printable page per issued bill, named after the bill."""
+    from evroam.utility.bill_html import render_bill
+    from evroam.utility.bill_store import load_bill
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with engine.connect() as conn:
+        for item in bills:
+            bill = load_bill(conn, item["account"], item["period"])
+            assert bill is not None
+            utility = territory.utility(bill.utility_id)
+            customer = utility.accounts().get(bill.account_id)
+            page = render_bill(
+                bill,
+                customer_name=customer.name if customer else None,
+                utility_name=utility.name,
+            )
+            (folder / f"{bill.bill_id}.html").write_text(page, encoding="utf-8")
 
 
 def print_sessions(sessions: list[dict[str, object]]) -> None:
@@ -265,10 +291,13 @@ def run(
     ctx: typer.Context,
     file: Path,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    bills_html: Annotated[
+        Path | None, typer.Option("--bills-html", help="Write each bill as HTML here.")
+    ] = None,
 ) -> None:
     """Run a scenario file through the gateways and utilities and show every session."""
     settings: Settings = ctx.obj
-    _run_scenario(file, settings.db_url, as_json)
+    _run_scenario(file, settings.db_url, as_json, bills_html)
 
 
 @app.command()
@@ -280,7 +309,7 @@ def demo(
     url = f"sqlite:///{folder / 'demo.db'}"
     if not as_json:
         out.print(f"demo database: {url}")
-    _run_scenario(example("seed-scenarios.yaml"), url, as_json)
+    _run_scenario(example("seed-scenarios.yaml"), url, as_json, folder / "bills")
 
 
 bill_app = typer.Typer(no_args_is_help=True, help="Billing cycles and bills.")
@@ -474,6 +503,23 @@ def serve_utility(
     except Refused as exc:
         fail(str(exc))
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+@gateway_app.command("flush")
+def gateway_flush(
+    url: Annotated[str, typer.Option(help="The utility's base URL.")],
+    token: Annotated[str, typer.Option(envvar="EVROAM_GATEWAY_TOKEN", help="Gateway token.")],
+    outbox: Annotated[Path, typer.Option(help="The gateway's outbox file.")],
+) -> None:
+    """Deliver what a gateway's outbox holds (after an outage), in order, exactly once."""
+    from evroam.gateway.process import flush_outbox
+
+    if not outbox.is_file():
+        fail(f"--outbox: no such file {outbox}")
+    delivered, queued = flush_outbox(url, token, outbox)
+    out.print(f"delivered {delivered}, still queued {queued}")
+    if queued:
+        raise typer.Exit(1)
 
 
 @gateway_app.command("token")

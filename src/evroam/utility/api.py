@@ -4,14 +4,16 @@ Each gateway authenticates with its premise's bearer token and may speak only fo
 premise. Refusals carry pydantic-style detail naming the field and the value.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the dependency annotations at
+# run time, and the gateway-premise alias is local to create_app.
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from evroam.core.messages import (
     BindRequest,
@@ -25,6 +27,7 @@ from evroam.utility.errors import Refused
 from evroam.utility.service import UtilityService
 
 MAX_BATCH = 5000
+READINGS = TypeAdapter(list[IntervalReading])
 
 
 class ReadingsAccepted(BaseModel):
@@ -74,11 +77,26 @@ def create_app(service: UtilityService) -> FastAPI:
     def energy_request(premise: Premise, request: EnergyRequest) -> EnergyAvailable:
         return service.request_energy(premise, request)
 
-    @app.post("/v1/gateway/readings")
-    def readings(premise: Premise, batch: list[IntervalReading]) -> ReadingsAccepted:
+    @app.post(
+        "/v1/gateway/readings",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": READINGS.json_schema()}},
+            }
+        },
+    )
+    async def readings(premise: Premise, request: Request) -> ReadingsAccepted:
+        # The hot path: validate the raw body in one pass instead of FastAPI's generic one.
+        try:
+            batch = READINGS.validate_json(await request.body())
+        except ValidationError as err:
+            raise RequestValidationError(
+                [e | {"loc": ("body", *e["loc"])} for e in err.errors()]
+            ) from None
         if len(batch) > MAX_BATCH:
             raise HTTPException(413, f"at most {MAX_BATCH} readings per request")
-        ack = service.record_readings(premise, batch)
+        ack = await run_in_threadpool(service.record_readings, premise, batch)
         return ReadingsAccepted(accepted=ack.accepted, duplicates=ack.duplicates)
 
     @app.post("/v1/gateway/session-reports")

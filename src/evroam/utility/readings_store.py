@@ -2,20 +2,23 @@
 
 This is the hot path of the utility (every EUMD of the territory reports through it, and
 gateways back from an outage all deliver at once), so a batch costs a fixed few statements,
-never one per reading: on PostgreSQL one `INSERT ... SELECT FROM unnest(arrays)` and one
-lookup joined to an array of keys; on SQLite multi-row statements of a few hundred readings.
-Both go to the driver directly: SQLAlchemy's per-value processing of a 1,000-row
-executemany cost more than the database did. Instants still go through the column type's
-own bind processor, so they are stored exactly as everywhere else.
+never one per reading. PostgreSQL: a binary COPY straight into the table inside a savepoint
+(the usual batch is all new); if a key is held already, COPY into a temporary table and
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING` the keys it took; held readings are
+compared in one join. SQLite: multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING` and
+one join per up to 1,000 readings. Both talk to the driver directly: SQLAlchemy's per-value
+processing of a 1,000-row executemany cost more than the database did. Instants still go
+through the column type's bind processor, so they are stored exactly as everywhere else.
 """
 
 from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection
 
 from evroam.db import schema as s
@@ -44,6 +47,8 @@ _PG_PREPARE = (
     f" DELETE FROM {_PG_INCOMING}"  # rows of an earlier batch in this same transaction
 )
 _PG_COPY = f"COPY {_PG_INCOMING} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
+_PG_SAVEPOINT = "evroam_readings_copy"
+_PG_COPY_DIRECT = f"COPY {_TABLE} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
 _PG_COPY_TYPES = ("text", "text", "timestamptz", "text", "text", "int4", "int4")
 _PG_MOVE = (
     f"INSERT INTO {_TABLE} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_PG_INCOMING}"
@@ -51,9 +56,9 @@ _PG_MOVE = (
 )
 _HELD_COLUMNS = ", ".join(f"r.{c}" for c in COLUMNS)
 _PG_HELD = (
-    f"SELECT {_HELD_COLUMNS}"
-    " FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(e, s, t)"
-    f" JOIN {_TABLE} r ON r.eumd_id = k.e AND r.session_id = k.s AND r.interval_start_at = k.t"
+    f"SELECT {_HELD_COLUMNS} FROM {_PG_INCOMING} k JOIN {_TABLE} r"
+    " ON r.eumd_id = k.eumd_id AND r.session_id = k.session_id"
+    " AND r.interval_start_at = k.interval_start_at"
 )
 
 
@@ -71,33 +76,36 @@ def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[Key]:
     distinct = _distinct(rows)
     if not distinct:
         return set()
-    bound = _bound(conn, distinct)
-    # The database hands keys back in its own spelling (text on SQLite, an instant in the
-    # session's time zone on PostgreSQL); both equal the bound key. Answer with the caller's.
-    by_key = {b[:3]: reading_key(r) for b, r in zip(bound, distinct, strict=True)}
+    bound = _bound(conn, distinct.values())
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        returned = _insert_postgres(conn, bound)
+        if _copy_all_new(conn, bound):
+            return set(distinct)
+        returned = _via_incoming(conn, bound, _PG_MOVE)
     elif dialect == "sqlite":
         returned = _insert_sqlite(conn, bound)
     else:  # pragma: no cover - only the two supported databases
         raise RuntimeError(f"unsupported database {dialect}")
-    return {by_key[tuple(k)] for k in returned}
+    if len(returned) == len(distinct):  # the usual case: every reading is new
+        return set(distinct)
+    # The database hands keys back in its own spelling (text on SQLite, an instant in the
+    # session's time zone on PostgreSQL); both equal the bound key. Answer with the caller's.
+    by_bound = {b[:3]: key for b, key in zip(bound, distinct, strict=True)}
+    return {by_bound[tuple(k)] for k in returned}
 
 
 def check_same(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Readings already held must match what is sent again, or the whole batch is refused.
 
-    One lookup for the whole batch (a few thousand keys per statement on SQLite).
+    One lookup for the whole batch (up to 1,000 keys per statement on SQLite).
     """
     if not rows:
         return
-    keys = [b[:3] for b in _bound(conn, rows)]
+    bound = _bound(conn, rows)
+    keys = [b[:3] for b in bound]
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        found = conn.exec_driver_sql(
-            _PG_HELD, tuple(list(c) for c in zip(*keys, strict=True))
-        ).all()
+        found = _held_postgres(conn, bound)
     elif dialect == "sqlite":
         found = []
         for chunk in _chunks(keys, _sqlite_rows(conn, len(READING_KEY))):
@@ -113,19 +121,50 @@ def check_same(conn: Connection, rows: list[dict[str, Any]]) -> None:
         _refuse_if_changed(row, dict(zip(CONTENT, stored, strict=True)), f"duplicate #{i}")
 
 
-def _insert_postgres(conn: Connection, bound: list[Row]) -> list[Any]:
-    """COPY the batch into the connection's temporary table, then insert what is new."""
+def _copy_all_new(conn: Connection, bound: list[Row]) -> bool:
+    """COPY the batch straight into the table if none of it is held yet.
+
+    Most batches are all new, and a plain COPY is the cheapest way in. When a key is held
+    already the COPY fails as a whole, inside a savepoint, and nothing of it stays. The
+    savepoint is not released: the commit does that, and a round trip less per batch is
+    worth more here than anything else the database does for it.
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(f"SAVEPOINT {_PG_SAVEPOINT}")
+        try:
+            _copy(conn, _PG_COPY_DIRECT, bound)
+        except UniqueViolation:
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {_PG_SAVEPOINT}")
+            return False
+    return True
+
+
+def _held_postgres(conn: Connection, bound: list[Row]) -> list[Any]:
+    """The stored readings with the keys of these rows (COPY-ed in, like a new batch)."""
+    return _via_incoming(conn, bound, _PG_HELD)
+
+
+def _via_incoming(conn: Connection, bound: list[Row], statement: str) -> list[Any]:
+    """COPY the rows into the connection's temporary table, then run `statement` on it."""
     driver = conn.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor:
         cursor.execute(_PG_PREPARE)
-        with cursor.copy(_PG_COPY) as copy:
-            copy.set_types(list(_PG_COPY_TYPES))
-            for row in bound:
-                copy.write_row(row)
-        cursor.execute(_PG_MOVE)
+        _copy(conn, _PG_COPY, bound)
+        cursor.execute(statement)
         returned: list[Any] = cursor.fetchall()
         return returned
+
+
+def _copy(conn: Connection, statement: str, bound: list[Row]) -> None:
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types(list(_PG_COPY_TYPES))
+        for row in bound:
+            copy.write_row(row)
 
 
 def _insert_sqlite(conn: Connection, bound: list[Row]) -> list[Any]:
@@ -165,8 +204,8 @@ def _sqlite_rows(conn: Connection, width: int) -> int:
     return max(1, min(1000, limit // width))
 
 
-def _distinct(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The batch with each key once; a key repeated with other content is refused."""
+def _distinct(rows: Sequence[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """The batch by key, each key once, in order; a key repeated with other content is refused."""
     first: dict[Key, dict[str, Any]] = {}
     for i, row in enumerate(rows):
         key = reading_key(row)
@@ -175,7 +214,7 @@ def _distinct(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             first[key] = row
         else:
             _refuse_if_changed(row, seen, f"#{i} repeats an earlier reading of this batch")
-    return list(first.values())
+    return first
 
 
 def _refuse_if_changed(row: dict[str, Any], held: dict[str, Any], where: str) -> None:
@@ -190,7 +229,7 @@ def _refuse_if_changed(row: dict[str, Any], held: dict[str, Any], where: str) ->
             )
 
 
-def _bound(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Row]:
+def _bound(conn: Connection, rows: Iterable[dict[str, Any]]) -> list[Row]:
     """The rows as COLUMNS tuples, the instant bound by its column type for this database.
 
     Going through the type keeps one spelling of stored instants (fixed-width UTC text on

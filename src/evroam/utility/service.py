@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,8 +44,10 @@ from evroam.utility.rate_session import SessionRater
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.registry import Registry
 
-# A reading may end this far after the utility's clock (gateway clocks drift).
+# A reading may start this far after the utility's clock (gateway clocks drift).
 CLOCK_SKEW = timedelta(minutes=5)
+# How long a checked gateway token is trusted without asking the database again.
+TOKEN_MEMORY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class UtilityService:
         self.rng_seed = rng_seed
         self._registry: Registry | None = None
         self._rater: SessionRater | None = None
+        self._tokens: dict[str, tuple[str, float]] = {}  # digest -> (premise, valid until)
 
     # --- registry ----------------------------------------------------------------------
 
@@ -112,6 +116,7 @@ class UtilityService:
         if premise_id not in self.registry().premises:
             raise Invalid("premise_id", premise_id, f"unknown premise in utility {self.utility_id}")
         token = secrets.token_urlsafe(32)
+        self._tokens.clear()
         row = {"token_sha256": _digest(token), "issued_at": self.clock()}
         with self.engine.begin() as conn:
             done = conn.execute(
@@ -124,10 +129,23 @@ class UtilityService:
         return token
 
     def premise_for_token(self, token: str) -> str | None:
+        """The premise a bearer token speaks for; remembered briefly (tokens are rotated by
+        other processes, so the memory expires rather than lasting forever)."""
+        digest = _digest(token)
+        now = time.monotonic()
+        held = self._tokens.get(digest)
+        if held is not None and held[1] > now:
+            return held[0]
+        premise = self._premise_for_digest(digest)
+        if premise is not None:
+            self._tokens[digest] = (premise, now + TOKEN_MEMORY_S)
+        return premise
+
+    def _premise_for_digest(self, digest: str) -> str | None:
         with self.engine.connect() as conn:
             premise_id = conn.execute(
                 select(s.gateway_credentials.c.premise_id).where(
-                    s.gateway_credentials.c.token_sha256 == _digest(token)
+                    s.gateway_credentials.c.token_sha256 == digest
                 )
             ).scalar()
         if premise_id is None or premise_id not in self.registry().premises:
@@ -259,7 +277,8 @@ class UtilityService:
         limit = self.clock() + CLOCK_SKEW
         rows = []
         for i, r in enumerate(readings):
-            self._premise(gateway_premise, r.premise_id, f"readings[{i}].premise_id")
+            if r.premise_id != gateway_premise:
+                self._premise(gateway_premise, r.premise_id, f"readings[{i}].premise_id")
             if premise.eumd is None or r.eumd_id != premise.eumd.id:
                 raise Invalid(f"readings[{i}].eumd_id", r.eumd_id, "not this premise's EUMD")
             if r.interval_s != premise.eumd.interval_s:
@@ -289,11 +308,17 @@ class UtilityService:
             inserted = insert_new(conn, rows)
             clashes = [r for r in rows if reading_key(r) not in inserted]
             check_same(conn, clashes)
-            late = {r["session_id"] for r in rows if reading_key(r) in inserted}
-            for session_id in sorted(late):
-                session = self._session(conn, premise.id, session_id)
-                if session is not None and session["closed"]:
-                    self._rate(conn, session)  # late data: append the adjustment
+            touched = sorted({r["session_id"] for r in rows if reading_key(r) in inserted})
+            if touched:
+                closed = conn.execute(
+                    select(s.sessions).where(
+                        s.sessions.c.premise_id == premise.id,
+                        s.sessions.c.session_id.in_(touched),
+                        s.sessions.c.closed,
+                    )
+                ).mappings()
+                for session in closed:
+                    self._rate(conn, dict(session))  # late data: append the adjustment
         return ReadingsAck(accepted=len(inserted), duplicates=len(rows) - len(inserted))
 
     # --- session report (seed: "ESI communicates results to Utility") ---------------------
