@@ -225,6 +225,8 @@ def write_bills_html(
                 bill,
                 customer_name=customer.name if customer else None,
                 utility_name=utility.name,
+                issued_at=bill.issued_at,
+                cycle_day=utility.billing_cycle_day,
             )
             (folder / f"{bill.bill_id}.html").write_text(page, encoding="utf-8")
 
@@ -363,14 +365,16 @@ def bill_show(
     """Show an issued bill."""
     from evroam.utility.bill_store import bill_json, load_bill
 
-    with _engine(ctx).connect() as conn:
+    engine = _engine(ctx)
+    with engine.connect() as conn:
         bill = load_bill(conn, account, _period(period))
-    if bill is None:
+        territory = read_territory(conn)
+    if bill is None or territory is None:
         fail(f"--account {account} --period {period}: no bill issued")
     if html is not None:
-        from evroam.utility.bill_html import render_bill
-
-        html.write_text(render_bill(bill), encoding="utf-8")
+        page = html.with_suffix("")
+        write_bills_html(engine, territory, [bill_json(bill)], page.parent)
+        (page.parent / f"{bill.bill_id}.html").replace(html)
         out.print(f"wrote {html}")
     if as_json:
         typer.echo(json.dumps(bill_json(bill), indent=2))

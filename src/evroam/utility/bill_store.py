@@ -259,6 +259,7 @@ def load_bill(conn: Connection, account_id: str, cycle: str) -> Bill | None:
             for r in lines
         ),
         days=tuple(DayTotal(r.local_date, r.label, r.energy_wh, r.amount) for r in days),
+        issued_at=head.issued_at,
     )
 
 

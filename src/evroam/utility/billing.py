@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -95,6 +95,7 @@ class Bill:
     currency: str
     lines: tuple[BillLine, ...]
     days: tuple[DayTotal, ...] = field(default=())
+    issued_at: datetime | None = None  # set once the bill is issued
 
     @property
     def total(self) -> Decimal:
