@@ -10,6 +10,7 @@ from sqlalchemy import (
     Date,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     String,
@@ -329,3 +330,15 @@ event_participation = Table(
     Column("credit", ExactDecimal, nullable=False),
     Column("bill_id", String(64)),
 )
+
+
+# Rating and billing look sessions up by (premise, session): without these, every session
+# closed scans the whole readings and ledger tables.
+Index(
+    "ix_interval_readings_session",
+    interval_readings.c.premise_id,
+    interval_readings.c.session_id,
+    interval_readings.c.interval_start_at,
+)
+Index("ix_charges_session", charges.c.premise_id, charges.c.session_id)
+Index("ix_charges_unbilled", charges.c.utility_id, charges.c.bill_id, charges.c.cycle)

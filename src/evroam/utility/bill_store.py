@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from evroam.db import schema as s
 from evroam.territory.model import Utility
@@ -45,6 +45,8 @@ def issue_cycle(conn: Connection, utility: Utility, cycle: str, now: datetime) -
     credits = _dlc_credits(conn, utility, cycle)
     issued_before = _issued_cycles(conn, utility.id)
     bills: list[Bill] = []
+    claims: list[tuple[str, list[int]]] = []
+    participations: list[dict[str, str]] = []
     for account in sorted(set(by_account) | set(charges) | set(credits)):
         if account in billed:
             continue
@@ -59,18 +61,38 @@ def issue_cycle(conn: Connection, utility: Utility, cycle: str, now: datetime) -
             [credit for credit, _ in credits.get(account, ())],
             issued_bills=issued_before.get(account, {}),
         )
-        _save(conn, bill, now)
-        table = s.event_participation
-        for _, key in credits.get(account, ()):
-            conn.execute(update(table).filter_by(**key).values(bill_id=bill.bill_id))
-        ids = [charge_id for charge_id, _ in mine]
-        for start in range(0, len(ids), 1000):
+        bills.append(bill)
+        claims.append((bill.bill_id, [charge_id for charge_id, _ in mine]))
+        participations += [key | {"bill": bill.bill_id} for _, key in credits.get(account, ())]
+    _save(conn, bills, now)
+    # Claim exactly the ledger lines each bill was composed from, by id.
+    for bid, ids in claims:
+        for start in range(0, len(ids), 5000):
             conn.execute(
                 update(s.charges)
-                .where(s.charges.c.id.in_(ids[start : start + 1000]))
-                .values(bill_id=bill.bill_id)
+                .where(s.charges.c.id.in_(ids[start : start + 5000]))
+                .values(bill_id=bid)
             )
-        bills.append(bill)
+    if participations:
+        part = s.event_participation
+        conn.execute(
+            update(part)
+            .where(
+                part.c.event_id == bindparam("e"),
+                part.c.premise_id == bindparam("p"),
+                part.c.session_id == bindparam("sid"),
+            )
+            .values(bill_id=bindparam("bill")),
+            [
+                {
+                    "e": k["event_id"],
+                    "p": k["premise_id"],
+                    "sid": k["session_id"],
+                    "bill": k["bill"],
+                }
+                for k in participations
+            ],
+        )
     return bills
 
 
@@ -101,7 +123,7 @@ def _unbilled(conn: Connection, utility_id: str, cycle: str) -> list[tuple[str, 
         )
         .where(c.c.utility_id == utility_id, c.c.bill_id.is_(None), c.c.cycle <= cycle)
         .order_by(c.c.id)
-    )
+    ).all()
     return [
         (
             r.account_id,
@@ -177,51 +199,56 @@ def _issued_cycles(conn: Connection, utility_id: str) -> dict[str, dict[str, str
     return out
 
 
-def _save(conn: Connection, bill: Bill, now: datetime) -> None:
+def _save(conn: Connection, bills: list[Bill], now: datetime) -> None:
+    """Write the bills, their lines and their days: one executemany per table."""
+    if not bills:
+        return
     conn.execute(
-        insert(s.bills).values(
-            id=bill.bill_id,
-            utility_id=bill.utility_id,
-            account_id=bill.account_id,
-            cycle=bill.cycle,
-            issued_at=now,
-            total=bill.total,
-            currency=bill.currency,
-        )
+        insert(s.bills),
+        [
+            {
+                "id": bill.bill_id,
+                "utility_id": bill.utility_id,
+                "account_id": bill.account_id,
+                "cycle": bill.cycle,
+                "issued_at": now,
+                "total": bill.total,
+                "currency": bill.currency,
+            }
+            for bill in bills
+        ],
     )
-    if bill.lines:
-        conn.execute(
-            insert(s.bill_lines),
-            [
-                {
-                    "bill_id": bill.bill_id,
-                    "line_no": n,
-                    "kind": line.kind,
-                    "description": line.description,
-                    "label": line.label,
-                    "energy_wh": line.energy_wh,
-                    "price_per_kwh": line.price_per_kwh,
-                    "amount": line.amount,
-                    "sessions": json.dumps(list(line.sessions)),
-                    "corrects": line.corrects,
-                }
-                for n, line in enumerate(bill.lines, start=1)
-            ],
-        )
-    if bill.days:
-        conn.execute(
-            insert(s.bill_days),
-            [
-                {
-                    "bill_id": bill.bill_id,
-                    "local_date": d.local_date,
-                    "label": d.label,
-                    "energy_wh": d.energy_wh,
-                    "amount": d.amount,
-                }
-                for d in bill.days
-            ],
-        )
+    lines = [
+        {
+            "bill_id": bill.bill_id,
+            "line_no": n,
+            "kind": line.kind,
+            "description": line.description,
+            "label": line.label,
+            "energy_wh": line.energy_wh,
+            "price_per_kwh": line.price_per_kwh,
+            "amount": line.amount,
+            "sessions": json.dumps(list(line.sessions)),
+            "corrects": line.corrects,
+        }
+        for bill in bills
+        for n, line in enumerate(bill.lines, start=1)
+    ]
+    if lines:
+        conn.execute(insert(s.bill_lines), lines)
+    days = [
+        {
+            "bill_id": bill.bill_id,
+            "local_date": d.local_date,
+            "label": d.label,
+            "energy_wh": d.energy_wh,
+            "amount": d.amount,
+        }
+        for bill in bills
+        for d in bill.days
+    ]
+    if days:
+        conn.execute(insert(s.bill_days), days)
 
 
 def load_bill(conn: Connection, account_id: str, cycle: str) -> Bill | None:

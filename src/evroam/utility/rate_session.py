@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -13,6 +13,8 @@ from evroam.utility.cycles import cycle_of
 # billing cycle, local day, period label, tariff id, price per kWh: one ledger line each,
 # rounded once. A line never spans two days, so daily charts and bills read the same lines.
 LineKey = tuple[str, date, str, str, Decimal]
+Held = dict[LineKey, tuple[int, Decimal, int]]  # Wh, amount, id of the first line
+Change = tuple[LineKey, int, Decimal, int | None]  # key, Wh, amount, line it corrects
 
 
 class SessionRater:
@@ -46,3 +48,24 @@ class SessionRater:
             line.key: (line.energy_wh, line.amount)  # type: ignore[misc]
             for line in to_lines(pieces, self.currency, self.key)
         }
+
+
+def ledger_changes(
+    owed: Mapping[LineKey, tuple[int, Decimal]], held: Held
+) -> list[tuple[LineKey, int, Decimal, int | None]]:
+    """The lines to append so the ledger holds `owed` for a session that already holds `held`.
+
+    (key, Wh, amount, id of the first line held under that key or None): a None means a new
+    energy line, an id an adjustment correcting it. Keys whose totals already match are
+    left out. This is UtilityService._rate's rule; with nothing held yet the lines come in
+    to_lines order (chronological), else sorted by str(key) as _rate sorts them.
+    """
+    keys: Iterable[LineKey] = sorted(set(owed) | set(held), key=str) if held else owed
+    out: list[Change] = []
+    for key in keys:
+        want_wh, want_amount = owed.get(key, (0, Decimal(0)))
+        got_wh, got_amount, first_id = held.get(key, (0, Decimal(0), 0))
+        if (want_wh, want_amount) == (got_wh, got_amount):
+            continue
+        out.append((key, want_wh - got_wh, want_amount - got_amount, first_id or None))
+    return out

@@ -40,7 +40,7 @@ from evroam.utility.events import participation
 from evroam.utility.payer import Conditions, PayerDecision, decide
 from evroam.utility.planning import LoadControlEvent, plan_request, unmanaged_schedule
 from evroam.utility.prices import published_prices
-from evroam.utility.rate_session import SessionRater
+from evroam.utility.rate_session import Held, SessionRater, ledger_changes
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.registry import Registry
 
@@ -499,7 +499,7 @@ class UtilityService:
         intervals = _session_intervals(conn, session)
         owed = self._rater.lines(intervals, session["tariff_id"])
         # Summed here, not in SQL: SQLite would add the text amounts as floats.
-        have: dict[tuple[Any, ...], tuple[int, Decimal, int]] = {}
+        have: Held = {}
         for c, day, label, tariff_id, price, wh, amount, line_id in conn.execute(
             select(
                 s.charges.c.cycle,
@@ -521,33 +521,26 @@ class UtilityService:
             got_wh, got_amount, first = have.get(key, (0, Decimal(0), line_id))
             have[key] = (got_wh + wh, got_amount + amount, first)
         now = self.clock()
-        new_rows = []
-        for key in sorted(set(owed) | set(have), key=str):
-            want_wh, want_amount = owed.get(key, (0, Decimal(0)))
-            got_wh, got_amount, first_id = have.get(key, (0, Decimal(0), 0))
-            first = first_id or None
-            if (want_wh, want_amount) == (got_wh, got_amount):
-                continue
-            cycle, local_date, label, tariff_id, price = key
-            new_rows.append(
-                {
-                    "utility_id": self.utility_id,
-                    "account_id": session["payer_account"],
-                    "premise_id": session["premise_id"],
-                    "session_id": session["session_id"],
-                    "cycle": cycle,
-                    "local_date": local_date,
-                    "kind": "energy" if first is None else "adjustment",
-                    "label": label,
-                    "tariff_id": tariff_id,
-                    "price_per_kwh": price,
-                    "energy_wh": want_wh - got_wh,
-                    "amount": want_amount - got_amount,
-                    "currency": self.registry().utility.currency,
-                    "corrects_id": first,
-                    "created_at": now,
-                }
-            )
+        new_rows = [
+            {
+                "utility_id": self.utility_id,
+                "account_id": session["payer_account"],
+                "premise_id": session["premise_id"],
+                "session_id": session["session_id"],
+                "cycle": key[0],
+                "local_date": key[1],
+                "kind": "energy" if corrects is None else "adjustment",
+                "label": key[2],
+                "tariff_id": key[3],
+                "price_per_kwh": key[4],
+                "energy_wh": wh,
+                "amount": amount,
+                "currency": self.registry().utility.currency,
+                "corrects_id": corrects,
+                "created_at": now,
+            }
+            for key, wh, amount, corrects in ledger_changes(owed, have)
+        ]
         if new_rows:
             conn.execute(insert(s.charges), new_rows)
 
