@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from evroam.core.rating import ReadingRow, rate_daily, to_lines
 from evroam.db import schema as s
 from evroam.territory.model import Utility
+from evroam.utility.ledger import held_lines
 from evroam.utility.rate_session import Change, Held, LineKey, SessionRater, ledger_changes
 
 SessionKey = tuple[str, str]  # (premise_id, session_id): the sessions table's key
@@ -219,35 +220,11 @@ def _closed_sessions(conn: Connection, utility_id: str) -> dict[SessionKey, dict
 def _held_lines(
     conn: Connection, utility_id: str, batch: Mapping[SessionKey, Any]
 ) -> dict[SessionKey, Held]:
-    """The ledger lines already held for the batch's sessions, summed per line key in Python
-    (SQLite would add the text amounts as floats)."""
-    c = s.charges
-    held: dict[SessionKey, Held] = {}
-    rows = conn.execute(
-        select(
-            c.c.premise_id,
-            c.c.session_id,
-            c.c.cycle,
-            c.c.local_date,
-            c.c.label,
-            c.c.tariff_id,
-            c.c.price_per_kwh,
-            c.c.energy_wh,
-            c.c.amount,
-            c.c.id,
-        )
-        .where(c.c.utility_id == utility_id, c.c.session_id.is_not(None))
-        .order_by(c.c.id)
+    """The ledger lines already held for the batch's sessions."""
+    held = held_lines(
+        conn, (s.charges.c.utility_id == utility_id) & s.charges.c.session_id.is_not(None)
     )
-    for premise_id, session_id, cycle, day, label, tariff_id, price, wh, amount, line_id in rows:
-        key = (premise_id, session_id)
-        if key not in batch:
-            continue
-        lines = held.setdefault(key, {})
-        line_key = (cycle, day, label, tariff_id, price)
-        got_wh, got_amount, first = lines.get(line_key, (0, Decimal(0), line_id))
-        lines[line_key] = (got_wh + wh, got_amount + amount, first)
-    return held
+    return {key: lines for key, lines in held.items() if key in batch}
 
 
 def _reading_groups(

@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,10 +36,11 @@ from evroam.territory.store import read_territory
 from evroam.utility.cycles import cycle_of
 from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
 from evroam.utility.events import participation
+from evroam.utility.ledger import held_lines
 from evroam.utility.payer import Conditions, PayerDecision, decide
 from evroam.utility.planning import LoadControlEvent, plan_request, unmanaged_schedule
 from evroam.utility.prices import published_prices
-from evroam.utility.rate_session import Held, SessionRater, ledger_changes
+from evroam.utility.rate_session import SessionRater, ledger_changes
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.registry import Registry
 
@@ -498,28 +498,10 @@ class UtilityService:
         assert self._rater is not None
         intervals = _session_intervals(conn, session)
         owed = self._rater.lines(intervals, session["tariff_id"])
-        # Summed here, not in SQL: SQLite would add the text amounts as floats.
-        have: Held = {}
-        for c, day, label, tariff_id, price, wh, amount, line_id in conn.execute(
-            select(
-                s.charges.c.cycle,
-                s.charges.c.local_date,
-                s.charges.c.label,
-                s.charges.c.tariff_id,
-                s.charges.c.price_per_kwh,
-                s.charges.c.energy_wh,
-                s.charges.c.amount,
-                s.charges.c.id,
-            )
-            .where(
-                s.charges.c.premise_id == session["premise_id"],
-                s.charges.c.session_id == session["session_id"],
-            )
-            .order_by(s.charges.c.id)
-        ):
-            key = (c, day, label, tariff_id, price)
-            got_wh, got_amount, first = have.get(key, (0, Decimal(0), line_id))
-            have[key] = (got_wh + wh, got_amount + amount, first)
+        key = (session["premise_id"], session["session_id"])
+        have = held_lines(
+            conn, (s.charges.c.premise_id == key[0]) & (s.charges.c.session_id == key[1])
+        ).get(key, {})
         now = self.clock()
         new_rows = [
             {
