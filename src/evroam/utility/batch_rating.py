@@ -13,7 +13,7 @@ difference, as adjustment lines naming the first line they correct.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from evroam.core.rating import ReadingRow, rate_daily, to_lines
 from evroam.db import schema as s
+from evroam.db.bulk import bulk_insert
 from evroam.territory.model import Utility
 from evroam.utility.ledger import held_lines
 from evroam.utility.rate_session import Change, Held, LineKey, SessionRater, ledger_changes
@@ -291,76 +292,34 @@ def _stream(conn: Connection, statement: Select[Any], size: int) -> Iterator[lis
 
 
 class _LedgerWriter:
-    """Appends ledger lines in bulk: COPY on PostgreSQL, executemany on SQLite."""
+    """Appends ledger lines in bulk (db/bulk.py: COPY on PostgreSQL)."""
 
     def __init__(self, conn: Connection, utility: Utility, now: datetime) -> None:
         self.conn = conn
         self.utility_id = utility.id
         self.currency = utility.currency
         self.now = now
-        self.postgres = conn.dialect.name == "postgresql"
-        c = s.charges.c
-        # SQLite: values bound by their column types (decimals as text, the instant as
-        # fixed-width UTC text); the constant ones once per batch, not once per line.
-        if self.postgres:
-            self.created_at: Any = now
-            self.bind_date: Callable[[Any], Any] = _unchanged
-            self.bind_decimal: Callable[[Any], Any] = _unchanged
-        else:
-            self.created_at = _processor(c.created_at, conn)(now)
-            self.bind_date = _processor(c.local_date, conn)
-            self.bind_decimal = _processor(c.amount, conn)
 
     def write(self, lines: Sequence[tuple[Mapping[str, Any], Change]]) -> int:
-        if not lines:
-            return 0
-        utility_id, currency, created_at = self.utility_id, self.currency, self.created_at
-        bind_date, bind_decimal = self.bind_date, self.bind_decimal
-        rows = [
+        utility_id, currency, now = self.utility_id, self.currency, self.now
+        rows = (
             (
                 utility_id,
                 session["payer_account"],
                 session["premise_id"],
                 session["session_id"],
                 cycle,
-                bind_date(local_date),
+                local_date,
                 "energy" if first is None else "adjustment",
                 label,
                 tariff_id,
-                bind_decimal(price),
+                price,
                 wh,
-                bind_decimal(amount),
+                amount,
                 currency,
                 first,
-                created_at,
+                now,
             )
             for session, ((cycle, local_date, label, tariff_id, price), wh, amount, first) in lines
-        ]
-        if self.postgres:
-            self._copy(rows)
-        else:
-            marks = ", ".join("?" * len(LEDGER_COLUMNS))
-            self.conn.exec_driver_sql(
-                f"INSERT INTO {s.charges.name} ({', '.join(LEDGER_COLUMNS)}) VALUES ({marks})",
-                rows,
-            )
-        return len(rows)
-
-    def _copy(self, rows: list[tuple[Any, ...]]) -> None:
-        driver = self.conn.connection.driver_connection
-        assert driver is not None
-        statement = f"COPY {s.charges.name} ({', '.join(LEDGER_COLUMNS)}) FROM STDIN"
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
-
-
-def _unchanged(value: Any) -> Any:
-    return value
-
-
-def _processor(column: Any, conn: Connection) -> Callable[[Any], Any]:
-    process = column.type.bind_processor(conn.dialect)
-    if process is None:
-        return _unchanged
-    return lambda value: None if value is None else process(value)
+        )
+        return bulk_insert(self.conn, s.charges, LEDGER_COLUMNS, rows)

@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from evroam.db import schema as s
+from evroam.db.bulk import bulk_insert, bulk_set
 from evroam.territory.model import Utility
 from evroam.utility.billing import (
     Bill,
@@ -66,13 +67,7 @@ def issue_cycle(conn: Connection, utility: Utility, cycle: str, now: datetime) -
         participations += [key | {"bill": bill.bill_id} for _, key in credits.get(account, ())]
     _save(conn, bills, now)
     # Claim exactly the ledger lines each bill was composed from, by id.
-    for bid, ids in claims:
-        for start in range(0, len(ids), 5000):
-            conn.execute(
-                update(s.charges)
-                .where(s.charges.c.id.in_(ids[start : start + 5000]))
-                .values(bill_id=bid)
-            )
+    bulk_set(conn, s.charges, "bill_id", [(i, bid) for bid, ids in claims for i in ids])
     if participations:
         part = s.event_participation
         conn.execute(
@@ -200,55 +195,55 @@ def _issued_cycles(conn: Connection, utility_id: str) -> dict[str, dict[str, str
 
 
 def _save(conn: Connection, bills: list[Bill], now: datetime) -> None:
-    """Write the bills, their lines and their days: one executemany per table."""
-    if not bills:
-        return
-    conn.execute(
-        insert(s.bills),
-        [
-            {
-                "id": bill.bill_id,
-                "utility_id": bill.utility_id,
-                "account_id": bill.account_id,
-                "cycle": bill.cycle,
-                "issued_at": now,
-                "total": bill.total,
-                "currency": bill.currency,
-            }
-            for bill in bills
-        ],
+    """Write the bills, their lines and their days in bulk."""
+    bulk_insert(
+        conn,
+        s.bills,
+        ("id", "utility_id", "account_id", "cycle", "issued_at", "total", "currency"),
+        ((b.bill_id, b.utility_id, b.account_id, b.cycle, now, b.total, b.currency) for b in bills),
     )
-    lines = [
-        {
-            "bill_id": bill.bill_id,
-            "line_no": n,
-            "kind": line.kind,
-            "description": line.description,
-            "label": line.label,
-            "energy_wh": line.energy_wh,
-            "price_per_kwh": line.price_per_kwh,
-            "amount": line.amount,
-            "sessions": json.dumps(list(line.sessions)),
-            "corrects": line.corrects,
-        }
-        for bill in bills
-        for n, line in enumerate(bill.lines, start=1)
-    ]
-    if lines:
-        conn.execute(insert(s.bill_lines), lines)
-    days = [
-        {
-            "bill_id": bill.bill_id,
-            "local_date": d.local_date,
-            "label": d.label,
-            "energy_wh": d.energy_wh,
-            "amount": d.amount,
-        }
-        for bill in bills
-        for d in bill.days
-    ]
-    if days:
-        conn.execute(insert(s.bill_days), days)
+    bulk_insert(
+        conn,
+        s.bill_lines,
+        (
+            "bill_id",
+            "line_no",
+            "kind",
+            "description",
+            "label",
+            "energy_wh",
+            "price_per_kwh",
+            "amount",
+            "sessions",
+            "corrects",
+        ),
+        (
+            (
+                bill.bill_id,
+                n,
+                line.kind,
+                line.description,
+                line.label,
+                line.energy_wh,
+                line.price_per_kwh,
+                line.amount,
+                json.dumps(list(line.sessions)),
+                line.corrects,
+            )
+            for bill in bills
+            for n, line in enumerate(bill.lines, start=1)
+        ),
+    )
+    bulk_insert(
+        conn,
+        s.bill_days,
+        ("bill_id", "local_date", "label", "energy_wh", "amount"),
+        (
+            (bill.bill_id, d.local_date, d.label, d.energy_wh, d.amount)
+            for bill in bills
+            for d in bill.days
+        ),
+    )
 
 
 def load_bill(conn: Connection, account_id: str, cycle: str) -> Bill | None:
