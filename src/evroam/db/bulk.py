@@ -73,7 +73,10 @@ def _unchanged(value: Any) -> Any:
 
 
 def _processor(column: Any, conn: Connection) -> Callable[[Any], Any]:
-    process = column.type.bind_processor(conn.dialect)
+    # The dialect's implementation, not the bare type: for ExactDecimal on SQLite the bare
+    # type would hand our text to Numeric's processor, which makes it a float and loses
+    # digits (123456789012.123456789 -> 123456789012.12346).
+    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     if process is None:
         return _unchanged
     return lambda value: None if value is None else process(value)

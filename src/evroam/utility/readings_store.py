@@ -235,7 +235,8 @@ def _bound(conn: Connection, rows: Iterable[dict[str, Any]]) -> list[Row]:
     Going through the type keeps one spelling of stored instants (fixed-width UTC text on
     SQLite) and its refusal of naive values.
     """
-    process = s.interval_readings.c.interval_start_at.type.bind_processor(conn.dialect)
+    instant = s.interval_readings.c.interval_start_at.type
+    process = instant.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     stored: Callable[[Any], Any] = process if process is not None else _unchanged
     return [
         (

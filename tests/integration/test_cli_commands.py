@@ -1,0 +1,108 @@
+"""The session, billing, price and event commands of `evroam`, driven as a person would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from typer.testing import CliRunner, Result
+
+from evroam.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = REPO / "examples" / "seed-scenarios.yaml"
+runner = CliRunner()
+
+
+def evroam(db: str, *args: str) -> Result:
+    return runner.invoke(app, ["--db", db, *args], env={"EVROAM_DATABASE_URL": None})
+
+
+def test_run_then_bills_are_issued_once_and_shown(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'run.db'}"
+    ran = evroam(db, "run", str(SCENARIOS), "--json", "--bills-html", str(tmp_path / "bills"))
+    assert ran.exit_code == 0, ran.output
+    document = json.loads(ran.stdout)
+    assert {b["bill_id"] for b in document["bills"]} >= {"PGX-A-1001-2026-03"}
+    assert (tmp_path / "bills" / "PGX-A-1001-2026-03.html").is_file()
+
+    again = evroam(db, "bill", "run", "--period", "2026-03")
+    assert again.exit_code == 0, again.output
+    assert "nothing new to bill for 2026-03" in again.stdout
+
+    shown = evroam(db, "bill", "show", "--account", "PGX-A-1001", "--period", "2026-03", "--json")
+    assert shown.exit_code == 0, shown.output
+    bill = json.loads(shown.stdout)
+    # S01 home 20 kWh off-peak 2.40 + S09 no-EUMD fallback 5 kWh x 0.24 = 1.20 + program 2.00
+    assert [(line["amount"], line["sessions"]) for line in bill["lines"]] == [
+        ("2.40", ["S01-home"]),
+        ("1.20", ["S09-eumd-down"]),
+        ("2.00", []),
+    ]
+    assert bill["total"] == "5.60"
+
+    page = tmp_path / "alice.html"
+    html = evroam(
+        db, "bill", "show", "--account", "PGX-A-1001", "--period", "2026-03", "--html", str(page)
+    )
+    assert html.exit_code == 0, html.output
+    text = page.read_text(encoding="utf-8")
+    assert "Alice Rivera" in text and "5.60" in text
+
+
+def test_bad_period_and_missing_bill_exit_2(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert evroam(db, "territory", "load", str(REPO / "examples" / "territory.yaml")).exit_code == 0
+    bad = evroam(db, "bill", "run", "--period", "2026-13")
+    assert bad.exit_code == 2
+    assert click.unstyle(bad.stderr).strip() == "error: --period: expected YYYY-MM (got '2026-13')"
+    missing = evroam(db, "bill", "show", "--account", "PGX-A-1001", "--period", "2026-03")
+    assert missing.exit_code == 2
+    assert "no bill issued" in click.unstyle(missing.stderr)
+
+
+def test_prices_load_and_refusals(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    assert evroam(db, "territory", "load", str(REPO / "examples" / "territory.yaml")).exit_code == 0
+    good = tmp_path / "prices.csv"
+    good.write_text("start,price_per_kwh\n2026-03-10T04:00:00Z,0.05100\n", encoding="utf-8")
+    loaded = evroam(db, "prices", "load", str(good), "--utility", "PGX", "--tariff", "PGX-EV-RTP")
+    assert loaded.exit_code == 0, loaded.output
+    assert "published 1 hourly prices for PGX PGX-EV-RTP" in loaded.stdout
+    flat = evroam(db, "prices", "load", str(good), "--utility", "PGX", "--tariff", "PGX-E1")
+    assert flat.exit_code == 2
+    assert "--tariff: 'PGX-E1' is not an hourly tariff of PGX" in click.unstyle(flat.stderr)
+
+
+def test_events_create_is_idempotent_and_refuses_bad_input(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    assert evroam(db, "territory", "load", str(REPO / "examples" / "territory.yaml")).exit_code == 0
+
+    def create(end: str, cap_kw: str) -> Result:
+        return evroam(
+            db, "events", "create", "--utility", "PGX", "--id", "E1",
+            "--start", "2026-03-12T17:00:00-07:00", "--end", end,
+            "--cap-kw", cap_kw, "--feeder", "PGX-F101",
+        )  # fmt: skip
+
+    assert create("2026-03-12T19:00:00-07:00", "1.4").exit_code == 0
+    assert create("2026-03-12T19:00:00-07:00", "1.4").exit_code == 0  # the same again: no change
+    changed = create("2026-03-12T19:00:00-07:00", "2.0")
+    assert changed.exit_code == 2
+    assert "event_id: already declared otherwise" in click.unstyle(changed.stderr)
+    backwards = create("2026-03-12T16:00:00-07:00", "1.4")
+    assert backwards.exit_code == 2
+    assert click.unstyle(backwards.stderr).strip() == "error: event: end_at must be after start_at"
+
+
+def test_gateway_token_for_unknown_premise_exit_2(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    assert evroam(db, "territory", "load", str(REPO / "examples" / "territory.yaml")).exit_code == 0
+    token = evroam(db, "gateway", "token", "PGX-P-ALICE", "--utility", "PGX")
+    assert token.exit_code == 0 and len(token.stdout.strip()) >= 40
+    unknown = evroam(db, "gateway", "token", "NOPE", "--utility", "PGX")
+    assert unknown.exit_code == 2
+    assert "premise_id: unknown premise in utility PGX (got 'NOPE')" in click.unstyle(
+        unknown.stderr
+    )
