@@ -203,3 +203,27 @@ def test_rating_does_not_depend_on_reading_order_or_cache_state(
     assert lines(forward) == lines(backward)
     # the bulk path gives the same lines as the piece path
     assert lines(rate_daily(cold, tariff_id, shuffled)) == lines(forward)
+
+
+@SETTINGS
+@given(contexts(), readings)
+def test_daily_totals_are_the_pieces_folded_exactly(
+    context: tuple[RatingContext, str], rows: list[tuple[int, int, int, str]]
+) -> None:
+    # rate_daily is vectorised (one band search for all readings, sums per band): each
+    # total must be exactly the fold of rate_rows' pieces, scale of every Decimal included.
+    ctx, tariff_id = context
+    folded: dict[tuple[Any, ...], list[Any]] = {}
+    for p in rate_rows(ctx, tariff_id, rows):
+        key = (p.ref, p.local_date, p.tariff_id, p.label, p.price_per_kwh)
+        acc = folded.setdefault(key, [0, p.start_s, p.end_s])
+        acc[0] += p.energy_wh
+        acc[1] = min(acc[1], p.start_s)
+        acc[2] = max(acc[2], p.end_s)
+    want = sorted(
+        repr((*key, wh, energy_cost(wh, key[4]), first, last))
+        for key, (wh, first, last) in folded.items()
+    )
+    # A DailyTotal is (ref, local_date, tariff_id, label, price, Wh, cost, start_s, end_s).
+    got = sorted(repr(tuple(t)) for t in rate_daily(ctx, tariff_id, rows))
+    assert got == want

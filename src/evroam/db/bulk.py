@@ -8,9 +8,11 @@ Decimal, date and aware datetime itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Select, Table
+from sqlalchemy.types import TypeEngine
 
 
 def bulk_insert(
@@ -20,16 +22,28 @@ def bulk_insert(
     names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
         count = 0
+        types = [_pg_copy_type(table.c[name], conn) for name in columns]
+        binary = None not in types
         with (
             _cursor(conn) as cursor,
-            cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
+            cursor.copy(
+                f"COPY {table.name} ({names}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")
+            ) as copy,
         ):
+            if binary:
+                copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
                 count += 1
         return count
     processors = [_processor(table.c[name], conn) for name in columns]
-    bound = [tuple(p(v) for p, v in zip(processors, row, strict=True)) for row in rows]
+    converted = [(k, p) for k, p in enumerate(processors) if p is not _unchanged]
+    bound: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = list(row)
+        for k, process in converted:
+            values[k] = process(values[k])
+        bound.append(tuple(values))
     if bound:
         marks = ", ".join("?" * len(columns))
         conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", bound)
@@ -62,6 +76,66 @@ def bulk_set(conn: Connection, table: Table, column: str, pairs: Sequence[tuple[
     )
 
 
+def select_rows(conn: Connection, statement: Select[Any]) -> list[Sequence[Any]]:
+    """The statement's rows as plain driver tuples, each value typed as SQLAlchemy would.
+
+    For tens of thousands of rows: SQLAlchemy's Row objects cost more than the query. Only
+    the columns whose type needs it on this dialect are converted (on SQLite: exact decimals
+    stored as text, dates); those rows come back as lists. Bound values are rendered
+    inline by SQLAlchemy, so give only plain literals (ids, strings, numbers).
+    """
+    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    cursor = _cursor(conn)
+    try:
+        cursor.execute(sql)
+        rows: list[Sequence[Any]] = cursor.fetchall()
+        # The driver's type code tells SQLAlchemy what the value already is (psycopg
+        # returns NUMERIC as an exact Decimal: nothing to convert).
+        type_codes = [d[1] for d in cursor.description]
+    finally:
+        cursor.close()
+    converters = [
+        (k, process)
+        for k, (column, code) in enumerate(zip(statement.selected_columns, type_codes, strict=True))
+        if (process := _result_processor(column.type, conn, code)) is not None
+    ]
+    if not converters:
+        return rows
+    out: list[Sequence[Any]] = []
+    for row in rows:
+        values = list(row)
+        for k, process in converters:
+            values[k] = process(values[k])
+        out.append(values)
+    return out
+
+
+def _result_processor(type_: TypeEngine[Any], conn: Connection, code: Any) -> Any:
+    """What SQLAlchemy would apply to this column's values (its dialect's own type)."""
+    return type_.dialect_impl(conn.dialect).result_processor(conn.dialect, code)
+
+
+# Column types as psycopg names them for a binary COPY, which skips PostgreSQL's text
+# parsing and psycopg's text formatting (a third faster end to end, measured). A type not
+# listed here sends the whole COPY as text.
+_PG_COPY_TYPES = {
+    "BIGINT": "int8",
+    "BOOLEAN": "bool",
+    "DATE": "date",
+    "INTEGER": "int4",
+    "NUMERIC": "numeric",
+    "SMALLINT": "int2",
+    "TEXT": "text",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "VARCHAR": "varchar",
+}
+
+
+def _pg_copy_type(column: Any, conn: Connection) -> str | None:
+    sql_type = column.type.dialect_impl(conn.dialect).compile(dialect=conn.dialect)
+    return _PG_COPY_TYPES.get(sql_type.split("(")[0].strip().upper())
+
+
 def _cursor(conn: Connection) -> Any:
     driver = conn.connection.driver_connection
     assert driver is not None
@@ -79,4 +153,16 @@ def _processor(column: Any, conn: Connection) -> Callable[[Any], Any]:
     process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     if process is None:
         return _unchanged
+    if column.type.python_type in (date, datetime):
+        # A batch repeats a few days and one creation instant: convert each once. (Not
+        # decimals: 0.12 and 0.120 are equal keys but must keep their own scale.)
+        seen: dict[Any, Any] = {None: None}
+
+        def remembered(value: Any) -> Any:
+            out = seen.get(value, seen)
+            if out is seen:
+                out = seen[value] = process(value)
+            return out
+
+        return remembered
     return lambda value: None if value is None else process(value)

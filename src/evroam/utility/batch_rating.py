@@ -2,12 +2,14 @@
 
 UtilityService._rate prices one session per call (two queries, one insert). Here the
 readings of every session of the batch are streamed once, ordered by session, priced in
-chunks of whole sessions with the utility's one SessionRater (its rating context, its line
-key, and to_lines for the one rounding rule), and the ledger lines are appended in bulk
-(PostgreSQL COPY, SQLite executemany). The lines are those the per-session path would
-write, key for key and cent for cent: one line per session x billing cycle x local day x
-period label x tariff x price, rounded once; a session already in the ledger gets only the
-difference, as adjustment lines naming the first line they correct.
+chunks of whole sessions with the utility's one SessionRater (its rating context and line
+key; core.rating.rate_daily_columns, vectorised with numpy, sums Wh per session and band;
+round_money, the one rounding rule, rounds each line once), and the ledger lines are
+appended in bulk (PostgreSQL binary COPY, SQLite executemany). The lines are those the
+per-session path would write, key for key and cent for cent: one line per session x
+billing cycle x local day x period label x tariff x price, rounded once; a session
+already in the ledger gets only the difference, as adjustment lines naming the first line
+they correct.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
+import numpy as np
 from sqlalchemy import BigInteger, Connection, Integer, Select, cast, false, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from evroam.core.rating import ReadingRow, rate_daily, to_lines
+from evroam.core.calendar import to_epoch_s
+from evroam.core.money import round_money
+from evroam.core.rating import DailyTotal, ReadingRow, rate_daily, rate_daily_columns
 from evroam.db import schema as s
 from evroam.db.bulk import bulk_insert
 from evroam.territory.model import Utility
@@ -72,28 +78,48 @@ class BatchRating:
 def owed_by_session(
     rater: SessionRater, tariff_id: str, rows: Iterable[ReadingRow]
 ) -> dict[Hashable, Owed]:
-    """SessionRater.lines for many sessions at once: rows carry their session as ref.
+    """SessionRater.lines for many sessions at once: rows carry their session as ref."""
+    return _owed(rater, rate_daily(rater.context, tariff_id, rows))
 
-    Pieces are summed per (session, day, tariff, label, price) by rate_daily, whose cost is
-    exactly the sum of rate_rows' piece costs, then grouped by (session, rater.key) and
-    rounded once per group by to_lines: the same lines, and cents, as rating each session
-    alone with rater.lines.
+
+def _owed(rater: SessionRater, totals: Iterable[DailyTotal]) -> dict[Hashable, Owed]:
+    """The ledger lines of daily totals, per session: what SessionRater.lines gives each.
+
+    A daily total (session, day, tariff, label, price) is exactly one line: the line key
+    only adds the billing cycle, a function of the day, so grouping them with to_lines
+    would be the identity. Each line is rounded once with the one rule (round_money) and
+    a session's lines come in to_lines' order: first start, last end, then repr of the key.
     """
-    key = rater.key
+    currency = rater.currency
+    cycles: dict[date, str] = {}
+    lines: list[tuple[int, int, Hashable, LineKey, int, Decimal]] = []
+    for total in totals:
+        day = total.local_date
+        cycle = cycles.get(day)
+        if cycle is None:
+            cycle = cycles[day] = rater.key(total)[0]
+        key = (cycle, day, total.label, total.tariff_id, total.price_per_kwh)
+        amount = round_money(total.cost, currency)
+        lines.append((total.start_s, total.end_s, total.ref, key, total.energy_wh, amount))
+    lines.sort(key=_by_time)
+    by_ref: dict[Hashable, list[tuple[int, int, Hashable, LineKey, int, Decimal]]] = {}
+    for line in lines:
+        mine = by_ref.get(line[2])
+        if mine is None:
+            by_ref[line[2]] = [line]
+        else:
+            mine.append(line)
     owed: dict[Hashable, Owed] = {}
-    for line in to_lines(
-        rate_daily(rater.context, tariff_id, rows),
-        rater.currency,
-        lambda total: (total.ref, key(total)),
-    ):
-        ref: Hashable
-        line_key: LineKey
-        ref, line_key = line.key  # type: ignore[misc]
-        bucket = owed.get(ref)
-        if bucket is None:
-            bucket = owed[ref] = {}
-        bucket[line_key] = (line.energy_wh, line.amount)
+    for ref, mine in by_ref.items():
+        # A session's lines rarely share (start, end); to_lines orders those by repr(key).
+        if any(a[:2] == b[:2] for a, b in pairwise(mine)):
+            mine.sort(key=lambda line: (line[0], line[1], repr((line[2], line[3]))))
+        owed[ref] = {key: (wh, amount) for _, _, _, key, wh, amount in mine}
     return owed
+
+
+def _by_time(line: tuple[int, int, Hashable, LineKey, int, Decimal]) -> tuple[int, int]:
+    return (line[0], line[1])
 
 
 def rate_closed_sessions(
@@ -124,7 +150,7 @@ def rate_closed_sessions(
     stats.read_s += time.perf_counter() - began
     stats.sessions = len(batch)
     writer = _LedgerWriter(conn, utility, now)
-    pending: dict[str, list[ReadingRow]] = {}  # tariff -> rows of the sessions in hand
+    pending: dict[str, _Pending] = {}  # tariff -> readings of the sessions in hand
     in_hand: list[SessionKey] = []
     buffered = 0
 
@@ -132,9 +158,9 @@ def rate_closed_sessions(
         nonlocal buffered
         started = time.perf_counter()
         owed: dict[Hashable, Owed] = {}
-        for tariff_id, rows in pending.items():
-            owed.update(owed_by_session(rater, tariff_id, rows))
-            stats.per_tariff[tariff_id] = stats.per_tariff.get(tariff_id, 0) + len(rows)
+        for tariff_id, part in pending.items():
+            owed.update(_owed(rater, part.rate(rater, tariff_id)))
+            stats.per_tariff[tariff_id] = stats.per_tariff.get(tariff_id, 0) + len(part.rows)
         lines: list[tuple[Mapping[str, Any], Change]] = []
         for key in in_hand:
             session = batch[key]
@@ -157,7 +183,11 @@ def rate_closed_sessions(
         seen.add(key)
         in_hand.append(key)
         if rows:
-            pending.setdefault(batch[key]["tariff_id"], []).extend(rows)
+            tariff_id = batch[key]["tariff_id"]
+            part = pending.get(tariff_id)
+            if part is None:
+                part = pending[tariff_id] = _Pending()
+            part.add(key, rows)
             buffered += len(rows)
             stats.readings += len(rows)
     # Sessions without a single reading: nothing owed, but what is held must be reversed.
@@ -166,11 +196,41 @@ def rate_closed_sessions(
     return stats
 
 
+Reading = tuple[int, int, int]  # epoch s, interval s, Wh
+
+
+class _Pending:
+    """One tariff's readings of the sessions in hand, session by session, for rating."""
+
+    def __init__(self) -> None:
+        self.sessions: list[SessionKey] = []
+        self.counts: list[int] = []
+        self.rows: list[Reading] = []
+
+    def add(self, session: SessionKey, rows: Sequence[Reading]) -> None:
+        self.sessions.append(session)
+        self.counts.append(len(rows))
+        self.rows.extend(rows)
+
+    def rate(self, rater: SessionRater, tariff_id: str) -> list[DailyTotal]:
+        columns = np.array(self.rows, dtype=np.int64).reshape(-1, 3)
+        codes = np.repeat(np.arange(len(self.sessions), dtype=np.int64), self.counts)
+        return rate_daily_columns(
+            rater.context,
+            tariff_id,
+            columns[:, 0],
+            columns[:, 1],
+            columns[:, 2],
+            codes,
+            self.sessions,
+        )
+
+
 def _with_unmetered(
-    groups: Iterator[tuple[SessionKey, list[ReadingRow]]],
+    groups: Iterator[tuple[SessionKey, list[Reading]]],
     batch: Mapping[SessionKey, Mapping[str, Any]],
     unmetered: Sequence[SessionKey],
-) -> Iterator[tuple[SessionKey, list[ReadingRow]]]:
+) -> Iterator[tuple[SessionKey, list[Reading]]]:
     """Metered sessions with their readings, then unmetered ones priced from their report."""
     skip = set(unmetered)
     for key, rows in groups:
@@ -180,8 +240,8 @@ def _with_unmetered(
         row = batch[key]
         # As service._session_intervals: the whole report as one interval.
         seconds = int((row["ended_at"] - row["plugged_in_at"]).total_seconds())
-        start = row["plugged_in_at"]
-        yield key, [(start, max(seconds, 1), row["reported_energy_wh"], key)]
+        start = to_epoch_s(row["plugged_in_at"])
+        yield key, [(start, max(seconds, 1), row["reported_energy_wh"])]
 
 
 def _epoch_s(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[int]:
@@ -230,8 +290,8 @@ def _held_lines(
 
 def _reading_groups(
     conn: Connection, batch: Mapping[SessionKey, Any], stats: BatchRating
-) -> Iterator[tuple[SessionKey, list[ReadingRow]]]:
-    """Each batch session's readings as rating rows (epoch s, interval s, Wh, session key).
+) -> Iterator[tuple[SessionKey, list[Reading]]]:
+    """Each batch session's readings as rating rows (epoch s, interval s, Wh).
 
     One streamed query ordered by session; readings of sessions outside the batch are read
     and dropped (a batch is most of a cycle, so one scan beats a lookup per session).
@@ -246,7 +306,7 @@ def _reading_groups(
     ).order_by(r.c.premise_id, r.c.session_id)
     result = _stream(conn, statement, 20_000)
     current: SessionKey | None = None
-    rows: list[ReadingRow] = []
+    rows: list[Reading] = []
     last_premise: str | None = None
     last_session: str | None = None
     started = time.perf_counter()
@@ -262,7 +322,7 @@ def _reading_groups(
                 current = key if key in batch else None
                 rows = []
             if current is not None:
-                rows.append((start_s, interval_s, energy_wh, current))
+                rows.append((start_s, interval_s, energy_wh))
     stats.read_s += time.perf_counter() - started
     if current is not None:
         yield current, rows
