@@ -183,7 +183,13 @@ def print_territory(territory: Territory) -> None:
         out.print(pevs)
 
 
-def _run_scenario(path: Path, url: str, as_json: bool, bills_html: Path | None = None) -> None:
+def _run_scenario(
+    path: Path,
+    url: str,
+    as_json: bool,
+    bills_html: Path | None = None,
+    plot: Path | None = None,
+) -> None:
     try:
         scenario = load_scenario(path)
     except TerritoryFileError as exc:
@@ -193,6 +199,18 @@ def _run_scenario(path: Path, url: str, as_json: bool, bills_html: Path | None =
     result = Runner(scenario, engine).run()
     if bills_html is not None:
         write_bills_html(engine, scenario.territory, result.bills, bills_html)
+    peaks: list[str] = []
+    if plot is not None:
+        from evroam.sim.plot import draw_picture, load_picture
+
+        picture = load_picture(engine, scenario.territory)
+        draw_picture(picture, scenario.territory, plot)
+        for panel in picture.panels:
+            managed, unmanaged = panel.peaks(picture.start, picture.end)
+            peaks.append(
+                f"  {panel.title}: peak {managed / 1000:.1f} kW managed, "
+                f"{unmanaged / 1000:.1f} kW unmanaged"
+            )
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
         return
@@ -205,6 +223,10 @@ def _run_scenario(path: Path, url: str, as_json: bool, bills_html: Path | None =
         out.print(f"[red]refused {kind}:[/] {why}")
     if bills_html is not None and result.bills:
         out.print(f"HTML bills written to {bills_html}/")
+    if plot is not None:
+        out.print(f"load plot written to {plot}", soft_wrap=True)
+        for line in peaks:
+            out.print(line, soft_wrap=True, highlight=False)
 
 
 def write_bills_html(
@@ -296,10 +318,17 @@ def run(
     bills_html: Annotated[
         Path | None, typer.Option("--bills-html", help="Write each bill as HTML here.")
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Draw the load per utility and feeder, managed vs unmanaged, as a PNG here.",
+        ),
+    ] = None,
 ) -> None:
     """Run a scenario file through the gateways and utilities and show every session."""
     settings: Settings = ctx.obj
-    _run_scenario(file, settings.db_url, as_json, bills_html)
+    _run_scenario(file, settings.db_url, as_json, bills_html, plot)
 
 
 @app.command()
@@ -311,7 +340,9 @@ def demo(
     url = f"sqlite:///{folder / 'demo.db'}"
     if not as_json:
         out.print(f"demo database: {url}")
-    _run_scenario(example("seed-scenarios.yaml"), url, as_json, folder / "bills")
+    _run_scenario(
+        example("seed-scenarios.yaml"), url, as_json, folder / "bills", folder / "plot.png"
+    )
 
 
 bill_app = typer.Typer(no_args_is_help=True, help="Billing cycles and bills.")

@@ -17,6 +17,7 @@ from evroam.core.messages import (
     EnergyAvailable,
     EnergyRequest,
     IntervalReading,
+    ScheduleUpdates,
     SessionReport,
 )
 
@@ -44,6 +45,8 @@ class UtilityLink(Protocol):
     def send_readings(self, readings: Sequence[IntervalReading]) -> int: ...
 
     def report_session(self, report: SessionReport) -> None: ...
+
+    def schedules(self, after: int, limit: int) -> ScheduleUpdates: ...
 
 
 class HttpUtilityLink:
@@ -83,6 +86,19 @@ class HttpUtilityLink:
 
     def report_session(self, report: SessionReport) -> None:
         self._post("/v1/gateway/session-reports", report.model_dump_json())
+
+    def schedules(self, after: int, limit: int) -> ScheduleUpdates:
+        try:
+            response = self._client.get(
+                "/v1/gateway/schedules", params={"after": after, "limit": limit}
+            )
+        except httpx.TransportError as err:
+            raise Unreachable(str(err)) from err
+        if response.status_code >= 500:
+            raise Unreachable(f"HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise UtilityRefused(response.status_code, response.json().get("detail"))
+        return ScheduleUpdates.model_validate_json(response.text)
 
     def close(self) -> None:
         self._client.close()

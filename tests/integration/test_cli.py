@@ -57,8 +57,8 @@ def test_upgrade_load_show_round_trip(tmp_path: Path, example_territory: Path) -
     loaded = evroam(db, "territory", "load", str(example_territory))
     assert loaded.exit_code == 0, loaded.output
     assert unwrapped(loaded.stdout) == unwrapped(
-        "added: 11 accounts, 2 clearinghouse_members, 1 clearinghouses, 11 customers, "
-        "3 feeders, 6 pevs, 13 portals, 11 premises, 5 programs, 7 tariffs, 2 utilities"
+        "added: 16 accounts, 2 clearinghouse_members, 1 clearinghouses, 16 customers, "
+        "4 feeders, 11 pevs, 18 portals, 16 premises, 5 programs, 7 tariffs, 2 utilities"
     )
     assert loaded.stderr == ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -75,20 +76,49 @@ def test_bills_of_the_demo_accounts(result: RunResult) -> None:
         "PGX-A-1005": ("2026-03", "3.46"),
         "PGX-A-2003": ("2026-03", "3.60"),
         "MHE-A-3001": ("2026-03", "1.30"),
+        # Oak Lane (feeder PGX-F103, active load management, PGX-EV-TOU), Mon 2026-03-16:
+        # what the feeder plan let each PEV take before 21:00 is on-peak at 0.38, the rest
+        # off-peak at 0.12, less 0.02/kWh deferred by the ALM event PGX-ALM-0316.
+        # S16: 19.300 on 7.33 + 4.700 off 0.56 - 4.800 deferred 0.10
+        "PGX-A-1101": ("2026-03", "7.79"),
+        # S17: 15.560 on 5.91 + 4.440 off 0.53 - 6.240 deferred 0.12
+        "PGX-A-1102": ("2026-03", "6.32"),
+        # S18 (economy): 30 kWh all off-peak 3.60 - 14.400 deferred 0.29
+        "PGX-A-1103": ("2026-03", "3.31"),
+        # S19: 15.480 on 5.88 + 9.520 off 1.14 - 4.320 deferred 0.09
+        "PGX-A-1104": ("2026-03", "6.93"),
+        # S20: 11.050 on 4.20 + 4.950 off 0.59 - 3.300 deferred 0.07
+        "PGX-A-1105": ("2026-03", "4.72"),
     }
     bob = next(b for b in result.bills if b["account"] == "PGX-A-1002")
     credit = next(line for line in bob["lines"] if line["amount"].startswith("-"))
     assert credit["amount"] == "-1.50"
     assert "PGX-DLC-0312 2026-03-12 17:00-19:00" in credit["description"]
-    # every session's Wh appears on exactly one bill line
+    # every session's Wh appears on exactly one bill line per price it was charged at: the
+    # sessions charged at one price are on exactly one line; the four Oak Lane sessions that
+    # straddle 21:00 (on-peak, then off-peak) are on two lines each, never twice on one
     billed = [
-        sid
+        (sid, b["bill_id"], line["description"])
         for b in result.bills
         for line in b["lines"]
         if line["energy_wh"]
         for sid in line["sessions"]
     ]
-    assert sorted(billed) == sorted(r["session"] for r in result.sessions if r["energy_wh"])
+    assert len(billed) == len(set(billed))
+    with_energy = sorted(r["session"] for r in result.sessions if r["energy_wh"])
+    assert sorted({sid for sid, _, _ in billed}) == with_energy
+    lines_of = Counter(sid for sid, _, _ in billed)
+    assert {sid for sid, n in lines_of.items() if n != 1} == {
+        "S16-alm-oak-1",
+        "S17-alm-oak-2",
+        "S19-alm-oak-4",
+        "S20-alm-oak-5",
+    }
+    assert all(lines_of[sid] == 2 for sid in ("S16-alm-oak-1", "S20-alm-oak-5"))
+    # and per account the energy lines add up to the Wh of the sessions it pays for
+    for bill in result.bills:
+        paid = sum(r["energy_wh"] for r in result.sessions if r["payer_account"] == bill["account"])
+        assert sum(line["energy_wh"] for line in bill["lines"]) == paid, bill["account"]
 
 
 def test_load_control_event_caps_every_interval_of_the_window(
@@ -130,6 +160,44 @@ def test_home_economy_charging_is_shifted_off_peak(result: RunResult) -> None:
     assert (home["case"], home["payer_account"], home["incentive"]) == ("home", "PGX-A-1001", True)
     # 20 kWh asked at 18:00 with departure 07:00: all of it off-peak, 20 x 0.12 = 2.40.
     assert (home["energy_wh"], home["amount"]) == (20000, "2.40")
+
+
+def test_oak_lane_stays_within_its_feeder_and_every_request_is_met(
+    result: RunResult, engine: Engine
+) -> None:
+    oak = {f"S{n}-alm-oak-{n - 15}" for n in range(16, 21)}
+    wanted = {
+        "S16-alm-oak-1": 24000,
+        "S17-alm-oak-2": 20000,
+        "S18-alm-oak-3": 30000,
+        "S19-alm-oak-4": 25000,
+        "S20-alm-oak-5": 16000,
+    }
+    assert {sid: wh for sid, wh in result.drawn_wh.items() if sid in oak} == wanted
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(s.interval_readings.c.interval_start_at, s.interval_readings.c.energy_wh).where(
+                s.interval_readings.c.session_id.in_(oak)
+            )
+        ).all()
+        replans = (
+            conn.execute(
+                select(s.schedule_versions.c.reason).where(
+                    s.schedule_versions.c.feeder_id == "PGX-F103"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    per_interval: dict[datetime, int] = {}
+    for at, wh in rows:
+        per_interval[at] = per_interval.get(at, 0) + wh
+    event = (datetime(2026, 3, 17, 1, 30, tzinfo=UTC), datetime(2026, 3, 17, 3, 0, tzinfo=UTC))
+    for at, wh in per_interval.items():
+        capacity_wh = 15_000 // 4 if event[0] <= at < event[1] else 25_000 // 4
+        assert wh <= capacity_wh + 5, at  # + each meter's whole-Wh rounding
+    assert max(per_interval.values()) * 4 < 37_800  # every PEV at full rate at once
+    assert "load-control event PGX-ALM-0316" in replans
 
 
 def test_sites_of_scenario_6(result: RunResult) -> None:

@@ -30,8 +30,8 @@ def test_example_loads_with_both_utilities_and_the_clearinghouse() -> None:
     assert territory.clearinghouse.members == ("PGX", "MHE")
     pgx = territory.utility("PGX")
     assert pgx.time_zone == "America/Los_Angeles"
-    assert len(pgx.premises) == 8
-    assert len(pgx.pevs) == 5
+    assert len(pgx.premises) == 13  # 8 + Oak Lane's 5 (feeder PGX-F103, ALM)
+    assert len(pgx.pevs) == 10
     assert pgx.accounts()["PGX-A-2001"].name == "Bayside Mall LLC"
     flat = pgx.tariff("PGX-E1")
     assert flat.kind == "flat"

@@ -146,3 +146,27 @@ class LoadControlNotice(Message):
         if (self.cap_w is None) == (self.curtail_pct is None):
             raise ValueError("give exactly one of cap_w and curtail_pct")
         return self
+
+
+class ScheduleUpdate(Message):
+    """Utility -> gateway: a re-planned Energy Available for a session, in force from
+    ``planned_at`` on (the energy and schedule count from that instant, not from plug-in).
+
+    ``version`` increases with every plan the utility makes; ``reason`` says what moved it
+    (an arrival, a departure, a load-control event on the feeder).
+    """
+
+    version: Annotated[int, Field(ge=1)]
+    premise_id: MessageId
+    session_id: MessageId
+    planned_at: UtcInstant
+    reason: str
+    available: EnergyAvailable
+
+
+class ScheduleUpdates(Message):
+    """The answer to a gateway's poll: its premise's updates after ``after``, oldest first;
+    ``cursor`` is what to send as ``after`` next time."""
+
+    updates: tuple[ScheduleUpdate, ...] = ()
+    cursor: Annotated[int, Field(ge=0)] = 0

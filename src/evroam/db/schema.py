@@ -332,6 +332,30 @@ event_participation = Table(
 )
 
 
+# --- charging plans the utility made (active load management re-plans a whole feeder) -------
+# Every Energy Available the utility computes for a session, in order: `version` is the
+# cursor a gateway polls with, `planned_at` the instant the plan is in force from.
+schedule_versions = Table(
+    "schedule_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    _id("utility_id", nullable=False),
+    _id("premise_id", nullable=False),
+    _id("session_id", nullable=False),
+    _id("feeder_id"),
+    Column("planned_at", UtcDateTime, nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("energy_available", Text, nullable=False),  # EnergyAvailable as JSON, from planned_at
+)
+Index("ix_schedule_versions_premise", schedule_versions.c.premise_id, schedule_versions.c.version)
+Index(
+    "ix_schedule_versions_session",
+    schedule_versions.c.premise_id,
+    schedule_versions.c.session_id,
+    schedule_versions.c.version,
+)
+
+
 # Rating and billing look sessions up by (premise, session): without these, every session
 # closed scans the whole readings and ledger tables.
 Index(

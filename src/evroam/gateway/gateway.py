@@ -17,6 +17,7 @@ from evroam.core.messages import (
     EnergyAvailable,
     EnergyRequest,
     IntervalReading,
+    ScheduleUpdate,
     SessionReport,
 )
 from evroam.gateway.outbox import Outbox, decode_readings, decode_report
@@ -39,6 +40,7 @@ class ActiveSession:
     plugged_in_at: datetime
     bind: BindResult
     available: EnergyAvailable | None = None
+    available_from: datetime | None = None  # when `available` came into force (re-plans)
     metered_wh: int = 0
     estimated_wh: int = 0  # the EVSE's own count, used when no EUMD measured
     eumd_ok: bool = True
@@ -52,6 +54,7 @@ class Gateway:
         self.outbox = outbox
         self.eumd_available = config.eumd_id is not None
         self.sessions: dict[str, ActiveSession] = {}
+        self.schedule_cursor = 0  # the last plan version seen (GET /v1/gateway/schedules)
 
     # --- seed: "Customer connects PEV", "PEV/ESI binds", "PEV requests charge" ---------------
 
@@ -69,9 +72,39 @@ class Gateway:
         if request is not None and bind.bound:
             try:
                 active.available = self.link.request_energy(request)
+                active.available_from = at
             except (Unreachable, UtilityRefused):
                 active.available = None  # charge at once, as if unbound
         return active
+
+    # --- re-planned schedules (active load management, load-control events) ----------------
+
+    def poll_schedules(self, page: int = 500) -> list[ScheduleUpdate]:
+        """Pull the utility's new plans for this premise; the plugged sessions follow them.
+
+        Returns the updates that changed a plugged session's Energy Available, in order;
+        the caller switches the EVSE to each from its ``planned_at`` on. An update for a
+        session no longer plugged in, or equal to what it follows, is passed over. When the
+        utility cannot be reached, sessions keep their last schedule.
+        """
+        applied: list[ScheduleUpdate] = []
+        while True:
+            try:
+                batch = self.link.schedules(self.schedule_cursor, page)
+            except (Unreachable, UtilityRefused):
+                return applied
+            for update in batch.updates:
+                active = self.sessions.get(update.session_id)
+                if active is None or active.available is None:
+                    continue
+                if active.available == update.available:
+                    continue
+                active.available = update.available
+                active.available_from = update.planned_at
+                applied.append(update)
+            self.schedule_cursor = max(self.schedule_cursor, batch.cursor)
+            if len(batch.updates) < page:
+                return applied
 
     def _bind(
         self, session_id: str, portal_id: str, pev_id: str | None, at: datetime

@@ -11,6 +11,7 @@ One command per line, one JSON line back per command:
     {"cmd": "meter", "session_id", "interval_start_at", "energy_wh"}  -> {"queued": m}
     {"cmd": "plug_out", "session_id", "at"}              -> the SessionReport (queued)
     {"cmd": "flush"}                                      -> {"delivered": n, "queued": m, ...}
+    {"cmd": "poll"}                                       -> {"updates": [ScheduleUpdate...]}
     {"cmd": "status"}                                     -> premise, open sessions, queue
     {"cmd": "quit"}                                       -> {"quit": true}, then exit 0
 
@@ -69,6 +70,10 @@ class Flush(_Command):
     cmd: Literal["flush"]
 
 
+class Poll(_Command):
+    cmd: Literal["poll"]
+
+
 class Status(_Command):
     cmd: Literal["status"]
 
@@ -77,7 +82,9 @@ class Quit(_Command):
     cmd: Literal["quit"]
 
 
-Command = Annotated[PlugIn | Meter | PlugOut | Flush | Status | Quit, Field(discriminator="cmd")]
+Command = Annotated[
+    PlugIn | Meter | PlugOut | Flush | Poll | Status | Quit, Field(discriminator="cmd")
+]
 COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
 
 
@@ -125,6 +132,9 @@ class GatewayProcess:
                 "queued": len(gateway.outbox),
                 "dead_letters": len(gateway.outbox.dead_letters()),
             }
+        if isinstance(command, Poll):
+            updates = gateway.poll_schedules()
+            return {"updates": [u.model_dump(mode="json") for u in updates]}
         if isinstance(command, Status):
             return {
                 "premise_id": gateway.config.premise_id,

@@ -15,6 +15,7 @@ from evroam.core.messages import (
     EnergyAvailable,
     EnergyRequest,
     IntervalReading,
+    ScheduleUpdates,
     SessionReport,
 )
 from evroam.transport import Unreachable, UtilityRefused
@@ -58,5 +59,12 @@ class InProcessLink:
         self._check()
         try:
             self.service.report_session(self.premise_id, report)
+        except Refused as err:
+            raise UtilityRefused(err.status, str(err)) from err
+
+    def schedules(self, after: int, limit: int) -> ScheduleUpdates:
+        self._check(realtime=True)
+        try:
+            return self.service.schedules(self.premise_id, after, limit)
         except Refused as err:
             raise UtilityRefused(err.status, str(err)) from err

@@ -87,12 +87,14 @@ class Runner:
         self.events = events
         self.plugged: dict[str, Plugged] = {}
         self.drawn_wh: dict[str, int] = {}
+        self.plans_seen = dict.fromkeys(self.services, 0)  # newest plan version, per utility
 
     def run(self) -> RunResult:
         for event in self.events:
             self._advance(event.at)
             self._apply(event)
             self._flush()
+            self._follow_plans()
         last = self.events[-1].at
         for session_id in list(self.plugged):  # a scenario that ends with PEVs plugged in
             self._unplug(session_id, last)
@@ -215,6 +217,21 @@ class Runner:
         elif p.metered_until < at:
             self._meter(session_id, p, p.metered_until, at)
         p.gateway.plug_out(session_id, at)
+
+    def _follow_plans(self) -> None:
+        """Gateways pull re-planned schedules; their vehicles switch from the plan's instant."""
+        for utility in self.scenario.territory.utilities:
+            latest = self.services[utility.id].latest_schedule_version()
+            if latest <= self.plans_seen[utility.id]:
+                continue
+            self.plans_seen[utility.id] = latest
+            for premise in utility.premises:
+                gateway = self.gateways[premise.id]
+                for update in gateway.poll_schedules():
+                    p = self.plugged.get(update.session_id)
+                    if p is None or p.gateway is not gateway or p.replay:
+                        continue
+                    p.draw = p.draw.switch(update.planned_at, update.available)
 
     def _flush(self) -> None:
         for gateway in self.gateways.values():

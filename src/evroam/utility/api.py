@@ -8,7 +8,7 @@ premise. Refusals carry pydantic-style detail naming the field and the value.
 # run time, and the gateway-premise alias is local to create_app.
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,10 +21,11 @@ from evroam.core.messages import (
     EnergyAvailable,
     EnergyRequest,
     IntervalReading,
+    ScheduleUpdates,
     SessionReport,
 )
 from evroam.utility.errors import Refused
-from evroam.utility.service import UtilityService
+from evroam.utility.service import SCHEDULE_PAGE, UtilityService
 
 MAX_BATCH = 5000
 READINGS = TypeAdapter(list[IntervalReading])
@@ -44,7 +45,10 @@ def create_app(service: UtilityService) -> FastAPI:
     app = FastAPI(
         title=f"evroam utility {service.utility_id}",
         version="1",
-        description="Gateway API of one utility: bind, Energy Request, readings, reports.",
+        description=(
+            "Gateway API of one utility: bind, Energy Request, re-planned schedules, "
+            "readings, reports."
+        ),
     )
     bearer = HTTPBearer(auto_error=False)
 
@@ -76,6 +80,16 @@ def create_app(service: UtilityService) -> FastAPI:
     @app.post("/v1/gateway/energy-requests")
     def energy_request(premise: Premise, request: EnergyRequest) -> EnergyAvailable:
         return service.request_energy(premise, request)
+
+    @app.get("/v1/gateway/schedules")
+    def schedules(
+        premise: Premise,
+        after: Annotated[int, Query(ge=0, description="the cursor of the last poll")] = 0,
+        limit: Annotated[int, Query(ge=1, le=SCHEDULE_PAGE)] = SCHEDULE_PAGE,
+    ) -> ScheduleUpdates:
+        """Energy Available messages planned for this premise's sessions after ``after``:
+        re-plans when another PEV on the feeder arrives or leaves, or an event starts."""
+        return service.schedules(premise, after, limit)
 
     @app.post(
         "/v1/gateway/readings",

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import random
+import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -397,6 +400,8 @@ class FeederSession:
 
     ``plugged_in_at`` None means already plugged in; a later instant lets a plan include a
     PEV expected to arrive. ``price_of_slot`` is the price the PEV's tariff sets per slot.
+    ``committed``: an earlier plan promised this PEV all of ``remaining_wh``; the allocation
+    keeps that promise whenever the feeder still can (a later arrival absorbs any shortfall).
     """
 
     session_id: str
@@ -406,6 +411,7 @@ class FeederSession:
     preference: Strategy = "cheapest_by_departure"
     price_of_slot: PriceSignal | None = None
     plugged_in_at: datetime | None = None
+    committed: bool = False
 
 
 @dataclass(frozen=True)
@@ -544,9 +550,11 @@ def allocate_feeder(
     ub_all = upper[usable]
     feeder_cap_w = np.array(feeder_caps, dtype=np.int64)
 
+    committed = np.array([x.committed for x in sessions], dtype=bool)
+
     def solve_and_round(reserve_w: int) -> tuple[IntArray, IntArray, FloatArray]:
         lp_cap_w = np.maximum(feeder_cap_w - reserve_w * usable.sum(axis=0), 0)
-        powers_kw, short_kwh = _solve_lp(
+        arguments = (
             n_sess,
             n_slots,
             sess_of_col,
@@ -558,6 +566,10 @@ def allocate_feeder(
             lp_cap_w / 1000.0,
             penalty,
         )
+        # Promises first: committed PEVs may not fall short; if the feeder can no longer
+        # keep every promise (an event, a PEV that drew less than planned), share as usual.
+        solved = _solve_lp_or_none(*arguments, no_short=committed) if committed.any() else None
+        powers_kw, short_kwh = solved if solved is not None else _solve_lp(*arguments)
         # The LP's kW carry solver noise: snap within 1 mW, floor, and take back any watt
         # the snapping pushed over a slot's capacity (from the largest user of that slot).
         watts = np.zeros((n_sess, n_slots), dtype=np.int64)
@@ -567,14 +579,45 @@ def allocate_feeder(
             largest = int(np.argmax(watts[:, slot]))
             watts[largest, slot] += room[slot]
             room[slot] = 0
-        # Then hand missing Wh out within the room left, earliest departure first.
+        # Then hand missing Wh out within the room left: promises first (a newcomer absorbs
+        # what flooring lost on a saturated feeder), then earliest departure first.
         got = (watts * np.maximum(seconds, 0) // 3600).sum(axis=1)
-        for i in np.lexsort((np.arange(n_sess), dep)):
+        for i in np.lexsort((np.arange(n_sess), dep, ~committed)):
             if got[i] != need_wh[i]:
                 cols = np.nonzero(usable[i])[0]
                 preferred = cols[np.lexsort((cols, rank[i, cols]))]
                 got[i] = _round_to_need(
                     watts[i], seconds[i], upper[i], room, int(need_wh[i]), int(got[i]), preferred
+                )
+        # A promise still a few Wh short (the feeder saturated in all its slots): take the
+        # watts from PEVs without a promise in those slots; they report the shortfall.
+        sec_pos = np.maximum(seconds, 0)
+        for i in np.nonzero(committed & (got < need_wh))[0]:
+            cols = np.nonzero(usable[i])[0]
+            for k in cols[np.lexsort((cols, rank[i, cols]))]:
+                if got[i] >= need_wh[i]:
+                    break
+                sec = int(sec_pos[i, k])
+                target = _power_for_wh(
+                    _slot_wh(int(watts[i, k]), sec) + int(need_wh[i] - got[i]), sec
+                )
+                wanted = min(int(upper[i, k]), target) - int(watts[i, k]) - int(room[k])
+                for j in np.nonzero(~committed & (watts[:, k] > 0))[0]:
+                    if wanted <= 0:
+                        break
+                    take = min(wanted, int(watts[j, k]))
+                    watts[j, k] -= take
+                    room[k] += take
+                    wanted -= take
+                    got[j] = int((watts[j] * sec_pos[j] // 3600).sum())
+                got[i] = _round_to_need(
+                    watts[i],
+                    seconds[i],
+                    upper[i],
+                    room,
+                    int(need_wh[i]),
+                    int(got[i]),
+                    np.array([k]),
                 )
         return watts, got, short_kwh
 
@@ -664,16 +707,38 @@ def _solve_lp(
     penalty: float,
 ) -> tuple[FloatArray, FloatArray]:
     """Solve the feeder LP: p[i,t] in kW in the column order given, and short_i in kWh."""
+    solved = _solve_lp_or_none(
+        n_sess, n_slots, sess_of_col, t_all, sec_all, ub_w, cost_all, target_kwh, cap_kw, penalty
+    )
+    assert solved is not None
+    return solved
+
+
+def _solve_lp_or_none(
+    n_sess: int,
+    n_slots: int,
+    sess_of_col: IntArray,
+    t_all: IntArray,
+    sec_all: IntArray,
+    ub_w: IntArray,
+    cost_all: FloatArray,
+    target_kwh: FloatArray,
+    cap_kw: FloatArray,
+    penalty: float,
+    no_short: npt.NDArray[np.bool_] | None = None,
+) -> tuple[FloatArray, FloatArray] | None:
+    """The feeder LP; None when ``no_short`` forbids a shortfall the feeder cannot avoid."""
     n_p = len(t_all)
+    short_upper = target_kwh if no_short is None else np.where(no_short, 0.0, target_kwh)
     if n_p == 0:
-        return np.zeros(0), target_kwh.astype(float)
+        return None if np.any(short_upper < target_kwh) else (np.zeros(0), target_kwh.astype(float))
     n_col = n_p + n_sess
     lp = highspy.HighsLp()
     lp.num_col_ = n_col
     lp.num_row_ = n_sess + n_slots
     lp.col_cost_ = np.concatenate([cost_all, np.full(n_sess, penalty)])
     lp.col_lower_ = np.zeros(n_col)
-    lp.col_upper_ = np.concatenate([ub_w / 1000.0, target_kwh])
+    lp.col_upper_ = np.concatenate([ub_w / 1000.0, short_upper])
     lp.row_lower_ = np.concatenate([target_kwh, np.full(n_slots, -highspy.kHighsInf)])
     lp.row_upper_ = np.concatenate([target_kwh, cap_kw])
     # Each p column: its session's energy row (coefficient hours) and its slot's row.
@@ -692,17 +757,44 @@ def _solve_lp(
     lp.a_matrix_.start_ = start.astype(np.int32)
     lp.a_matrix_.index_ = index
     lp.a_matrix_.value_ = value
-    solver = highspy.Highs()  # type: ignore[no-untyped-call]
+    solver = _new_solver()
     solver.setOptionValue("output_flag", False)
     # Measured on the bench: presolve costs more than it saves on this transport-like LP.
     solver.setOptionValue("presolve", "off")
     solver.passModel(lp)
     solver.run()
     status = solver.getModelStatus()
+    if no_short is not None and status == highspy.HighsModelStatus.kInfeasible:
+        return None
     if status != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"feeder LP ended {solver.modelStatusToString(status)}")
     values = np.asarray(solver.getSolution().col_value, dtype=float)
     return values[:n_p], values[n_p:]
+
+
+_banner_lock = threading.Lock()
+_banner_done = False
+
+
+def _new_solver() -> highspy.Highs:
+    """A HiGHS instance. The first one in a process prints a copyright banner to the C
+    stdout before any option can be set; it would corrupt `evroam run --json`, so that one
+    is built with file descriptor 1 pointed at /dev/null."""
+    global _banner_done  # noqa: PLW0603 - once per process
+    with _banner_lock:
+        if _banner_done:
+            return highspy.Highs()  # type: ignore[no-untyped-call]
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 1)
+                solver = highspy.Highs()  # type: ignore[no-untyped-call]
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _banner_done = True
+        return solver
 
 
 # --- baselines and totals ------------------------------------------------------------------

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from evroam.core.clock import Clock, is_aligned
 from evroam.core.messages import (
@@ -27,18 +28,28 @@ from evroam.core.messages import (
     EnergyRequest,
     IntervalReading,
     LoadControlNotice,
+    ScheduleSlot,
+    ScheduleUpdate,
+    ScheduleUpdates,
     SessionReport,
 )
-from evroam.core.rating import price_at
+from evroam.core.rating import RatingContext, price_at
 from evroam.db import schema as s
-from evroam.territory.model import Premise
+from evroam.territory.model import Premise, Program
 from evroam.territory.store import read_territory
 from evroam.utility.cycles import cycle_of
 from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
 from evroam.utility.events import participation
 from evroam.utility.ledger import held_lines
 from evroam.utility.payer import Conditions, PayerDecision, decide
-from evroam.utility.planning import LoadControlEvent, plan_request, unmanaged_schedule
+from evroam.utility.planning import (
+    FeederSession,
+    LoadControlEvent,
+    allocate_feeder,
+    plan_request,
+    resolve_preference,
+    unmanaged_schedule,
+)
 from evroam.utility.prices import published_prices
 from evroam.utility.rate_session import SessionRater, ledger_changes
 from evroam.utility.readings_store import check_same, insert_new, reading_key
@@ -48,6 +59,8 @@ from evroam.utility.registry import Registry
 CLOCK_SKEW = timedelta(minutes=5)
 # How long a checked gateway token is trusted without asking the database again.
 TOKEN_MEMORY_S = 30.0
+# At most this many schedule updates per poll.
+SCHEDULE_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class UtilityService:
         *,
         random_delay_max_s: int = 600,
         rng_seed: int | str = 0,
+        alm_share: Decimal = Decimal(1),
     ) -> None:
         self.engine = engine
         self.utility_id = utility_id
@@ -74,6 +88,11 @@ class UtilityService:
         # Seed 1.6.x: "short, randomized charging delay to promote grid stability".
         self.random_delay_max_s = random_delay_max_s
         self.rng_seed = rng_seed
+        # The share of a feeder's capacity active load management may hand to PEVs; the rest
+        # is kept for the load it does not see (docs/planning.md, "Feeder capacity").
+        if not Decimal(0) <= alm_share <= Decimal(1):
+            raise ValueError(f"alm_share must be within 0..1, got {alm_share}")
+        self.alm_share = alm_share
         self._registry: Registry | None = None
         self._rater: SessionRater | None = None
         self._tokens: dict[str, tuple[str, float]] = {}  # digest -> (premise, valid until)
@@ -216,54 +235,326 @@ class UtilityService:
     # --- Energy Request -> Energy Available -------------------------------------------------
 
     def request_energy(self, gateway_premise: str, request: EnergyRequest) -> EnergyAvailable:
+        """Answer an Energy Request. A PEV under active load management on a feeder is
+        planned with every open ALM session on that feeder (one LP); the others' changed
+        schedules are recorded for their gateways to pull (``schedules``)."""
         registry = self.registry()
         premise = registry.premises[gateway_premise]
+        now = self.clock()
         with self.engine.begin() as conn:
             session = self._session(conn, premise.id, request.session_id)
             if session is None:
                 raise NotFound("session_id", request.session_id, "bind the PEV first")
             if session["energy_request"] == request.model_dump_json():
                 return EnergyAvailable.model_validate_json(session["energy_available"])
-            answer = self._plan(session, request)
-            conn.execute(
-                update(s.sessions)
-                .where(
-                    s.sessions.c.premise_id == premise.id,
-                    s.sessions.c.session_id == request.session_id,
-                )
-                .values(
-                    energy_request=request.model_dump_json(),
-                    energy_available=answer.model_dump_json(),
-                )
+            where = (s.sessions.c.premise_id == premise.id) & (
+                s.sessions.c.session_id == request.session_id
             )
+            conn.execute(
+                update(s.sessions).where(where).values(energy_request=request.model_dump_json())
+            )
+            feeder = self._alm_feeder(session)
+            if feeder is not None:
+                key = (premise.id, request.session_id)
+                plans = self._replan_feeder(
+                    conn, feeder, now, f"arrival of {request.session_id}", fresh={key}
+                )
+                if key in plans:
+                    return plans[key]
+            answer = self._plan(conn, session, request)
+            conn.execute(
+                update(s.sessions).where(where).values(energy_available=answer.model_dump_json())
+            )
+            self._record_version(conn, session, None, now, "energy request", answer)
         return answer
 
-    def _plan(self, session: dict[str, Any], request: EnergyRequest) -> EnergyAvailable:
+    def _plan(
+        self,
+        conn: Connection,
+        session: dict[str, Any],
+        request: EnergyRequest,
+        *,
+        delay: bool = True,
+    ) -> EnergyAvailable:
         """The program's answer: shaped by prices, events, the portal and a random delay."""
         registry = self.registry()
         assert self._rater is not None
         _, portal = registry.portals[session["portal_id"]]
         pev = registry.pevs.get(session["pev_id"] or "")
-        program = next(
-            (p for p in registry.utility.programs if p.id == session["program_id"]), None
-        )
+        program = self._program(session["program_id"])
         context, tariff_id = self._rater.context, session["tariff_id"]
         premise = registry.premises[session["premise_id"]]
-        with self.engine.connect() as conn:
-            events = self._events(conn, premise.feeder, self.clock(), request.departure_at)
+        now = self.clock()
+        events = self._events(conn, premise.feeder, now, request.departure_at)
         return plan_request(
-            now=self.clock(),
+            now=now,
             request=request,
             max_w_pev=pev.max_w() if pev else request.max_w,
             portal_rating_w=portal.rating_w(),
             program_kind=program.kind if program else None,
             price_of_slot=lambda at: price_at(context, tariff_id, at).price_per_kwh,
             events=events,
-            random_delay_max_s=self.random_delay_max_s,
+            random_delay_max_s=self.random_delay_max_s if delay else 0,
             rng_seed=self.rng_seed,
             feeder_id=premise.feeder,
             zone=context.zone,
         )
+
+    # --- active load management: re-plan a feeder, tell the gateways ----------------------
+
+    def _program(self, program_id: str | None) -> Program | None:
+        return next((p for p in self.registry().utility.programs if p.id == program_id), None)
+
+    def _alm_feeder(self, session: dict[str, Any]) -> str | None:
+        """The feeder whose capacity the session shares, or None when it is planned alone."""
+        program = self._program(session["program_id"])
+        premise = self.registry().premises.get(session["premise_id"])
+        if (
+            not session["bound"]
+            or program is None
+            or program.kind != "active_load_management"
+            or premise is None
+        ):
+            return None
+        return premise.feeder
+
+    def feeder_capacity_w(self, feeder_id: str) -> int:
+        """What ALM may hand out on the feeder: its capacity times ``alm_share``."""
+        feeder = next(f for f in self.registry().utility.feeders if f.id == feeder_id)
+        return int(feeder.capacity_kw * 1000 * self.alm_share)
+
+    def replan_feeder(self, feeder_id: str, reason: str = "re-plan") -> list[str]:
+        """Re-plan every open ALM session on the feeder now; the ids whose plan changed."""
+        before = self.latest_schedule_version()
+        with self.engine.begin() as conn:
+            self._replan_feeder(conn, feeder_id, self.clock(), reason)
+            rows = conn.execute(
+                select(s.schedule_versions.c.session_id)
+                .where(
+                    s.schedule_versions.c.utility_id == self.utility_id,
+                    s.schedule_versions.c.version > before,
+                )
+                .order_by(s.schedule_versions.c.version)
+            ).scalars()
+            return list(rows)
+
+    def _replan_feeder(
+        self,
+        conn: Connection,
+        feeder_id: str,
+        now: datetime,
+        reason: str,
+        fresh: Iterable[tuple[str, str]] = (),
+    ) -> dict[tuple[str, str], EnergyAvailable]:
+        """One LP over the open ALM sessions on the feeder, from ``now``.
+
+        What each still needs is its request minus what it has drawn: the EUMD's readings up
+        to the end of the last one, and from there to now what the plans in force scheduled
+        (readings arrive late; the schedule is what the PEV follows). A session whose last
+        plan met its request is ``committed``: a newcomer cannot take its energy while the
+        feeder can serve both. Plans whose remaining profile changed are stored and recorded
+        as a new version; returns every session's plan, by (premise, session).
+        """
+        registry = self.registry()
+        assert self._rater is not None
+        premises = [p.id for p in registry.premises.values() if p.feeder == feeder_id]
+        alm = [p.id for p in registry.utility.programs if p.kind == "active_load_management"]
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                select(s.sessions)
+                .where(
+                    s.sessions.c.utility_id == self.utility_id,
+                    s.sessions.c.premise_id.in_(premises),
+                    s.sessions.c.program_id.in_(alm),
+                    s.sessions.c.bound,
+                    s.sessions.c.closed.is_(False),
+                    s.sessions.c.energy_request.is_not(None),
+                )
+                .order_by(s.sessions.c.plugged_in_at, s.sessions.c.session_id)
+            ).mappings()
+        ]
+        if not rows:
+            return {}
+        keys = [(r["premise_id"], r["session_id"]) for r in rows]
+        history = self._versions(conn, keys)
+        metered = _metered(conn, keys)
+        fresh_keys = set(fresh)
+        context = self._rater.context
+        prices: dict[str, Callable[[datetime], Decimal]] = {}
+        planned: list[tuple[dict[str, Any], EnergyRequest, FeederSession]] = []
+        for row, key in zip(rows, keys, strict=True):
+            request = EnergyRequest.model_validate_json(row["energy_request"])
+            versions = history.get(key, [])
+            drawn = delivered_wh(versions, *metered.get(key, (0, None)), row["plugged_in_at"], now)
+            remaining = request.energy_wh - drawn
+            if remaining <= 0 or request.departure_at <= now:
+                continue
+            tariff_id = row["tariff_id"]
+            if tariff_id not in prices:
+                prices[tariff_id] = _price_signal(context, tariff_id)
+            _, portal = registry.portals[row["portal_id"]]
+            pev = registry.pevs.get(row["pev_id"] or "")
+            promised = (
+                bool(versions)
+                and versions[-1][1].shortfall_reason is None
+                and key not in fresh_keys
+            )
+            planned.append(
+                (
+                    row,
+                    request,
+                    FeederSession(
+                        session_id=str(len(planned)),
+                        remaining_wh=remaining,
+                        max_w=min(
+                            pev.max_w() if pev else request.max_w,
+                            portal.rating_w(),
+                            request.max_w,
+                        ),
+                        departure_at=request.departure_at,
+                        preference=resolve_preference(request.preference, "active_load_management"),
+                        price_of_slot=prices[tariff_id],
+                        committed=promised,
+                    ),
+                )
+            )
+        if not planned:
+            return {}
+        last = max(r.departure_at for _, r, _ in planned)
+        events = self._events(conn, feeder_id, now, last)
+        allocation = allocate_feeder(
+            now,
+            [f for _, _, f in planned],
+            self.feeder_capacity_w(feeder_id),
+            events,
+            feeder_id=feeder_id,
+        )
+        plans: dict[tuple[str, str], EnergyAvailable] = {}
+        for row, _, item in planned:
+            key = (row["premise_id"], row["session_id"])
+            answer = allocation.energy_available(item.session_id).model_copy(
+                update={"session_id": row["session_id"]}
+            )
+            plans[key] = answer
+            versions = history.get(key, [])
+            if versions and _profile(versions[-1][1].schedule, now) == _profile(
+                answer.schedule, now
+            ):
+                plans[key] = versions[-1][1]
+                continue
+            conn.execute(
+                update(s.sessions)
+                .where(
+                    s.sessions.c.premise_id == key[0],
+                    s.sessions.c.session_id == key[1],
+                )
+                .values(energy_available=answer.model_dump_json())
+            )
+            self._record_version(conn, row, feeder_id, now, reason, answer)
+        return plans
+
+    def _replan_alone(
+        self, conn: Connection, session: dict[str, Any], now: datetime, reason: str
+    ) -> None:
+        """Re-plan one open session outside ALM from now (an event was declared)."""
+        request = EnergyRequest.model_validate_json(session["energy_request"])
+        key = (session["premise_id"], session["session_id"])
+        versions = self._versions(conn, [key]).get(key, [])
+        drawn = delivered_wh(
+            versions, *_metered(conn, [key]).get(key, (0, None)), session["plugged_in_at"], now
+        )
+        remaining = request.energy_wh - drawn
+        if remaining <= 0 or request.departure_at <= now:
+            return
+        answer = self._plan(
+            conn, session, request.model_copy(update={"energy_wh": remaining}), delay=False
+        )
+        if versions and _profile(versions[-1][1].schedule, now) == _profile(answer.schedule, now):
+            return
+        conn.execute(
+            update(s.sessions)
+            .where(s.sessions.c.premise_id == key[0], s.sessions.c.session_id == key[1])
+            .values(energy_available=answer.model_dump_json())
+        )
+        self._record_version(conn, session, None, now, reason, answer)
+
+    def _record_version(
+        self,
+        conn: Connection,
+        session: dict[str, Any],
+        feeder_id: str | None,
+        planned_at: datetime,
+        reason: str,
+        answer: EnergyAvailable,
+    ) -> None:
+        conn.execute(
+            insert(s.schedule_versions).values(
+                utility_id=self.utility_id,
+                premise_id=session["premise_id"],
+                session_id=session["session_id"],
+                feeder_id=feeder_id,
+                planned_at=planned_at,
+                reason=reason[:200],
+                energy_available=answer.model_dump_json(),
+            )
+        )
+
+    @staticmethod
+    def _versions(
+        conn: Connection, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[datetime, EnergyAvailable]]]:
+        """Every plan of the sessions, oldest first: (in force from, Energy Available)."""
+        table = s.schedule_versions
+        found: dict[tuple[str, str], list[tuple[datetime, EnergyAvailable]]] = {}
+        for premise_id in sorted({p for p, _ in keys}):
+            ids = [sid for p, sid in keys if p == premise_id]
+            rows = conn.execute(
+                select(table.c.session_id, table.c.planned_at, table.c.energy_available)
+                .where(table.c.premise_id == premise_id, table.c.session_id.in_(ids))
+                .order_by(table.c.version)
+            )
+            for session_id, planned_at, body in rows:
+                found.setdefault((premise_id, session_id), []).append(
+                    (planned_at, EnergyAvailable.model_validate_json(body))
+                )
+        return found
+
+    def schedules(
+        self, gateway_premise: str, after: int = 0, limit: int = SCHEDULE_PAGE
+    ) -> ScheduleUpdates:
+        """The premise's plans recorded after version ``after``, oldest first (gateway pull)."""
+        if gateway_premise not in self.registry().premises:
+            raise Invalid("premise_id", gateway_premise, "unknown premise")
+        table = s.schedule_versions
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table)
+                .where(table.c.premise_id == gateway_premise, table.c.version > after)
+                .order_by(table.c.version)
+                .limit(max(1, min(limit, SCHEDULE_PAGE)))
+            ).mappings()
+            updates = tuple(
+                ScheduleUpdate(
+                    version=r["version"],
+                    premise_id=r["premise_id"],
+                    session_id=r["session_id"],
+                    planned_at=r["planned_at"],
+                    reason=r["reason"],
+                    available=EnergyAvailable.model_validate_json(r["energy_available"]),
+                )
+                for r in rows
+            )
+        return ScheduleUpdates(updates=updates, cursor=updates[-1].version if updates else after)
+
+    def latest_schedule_version(self) -> int:
+        """The newest plan version of this utility (0: none yet); cheap to poll."""
+        table = s.schedule_versions
+        with self.engine.connect() as conn:
+            latest = conn.execute(
+                select(func.max(table.c.version)).where(table.c.utility_id == self.utility_id)
+            ).scalar()
+        return int(latest or 0)
 
     # --- EUMD interval readings -----------------------------------------------------------
 
@@ -388,6 +679,9 @@ class UtilityService:
             )
             self._rate(conn, session | closing)
             self._participate(conn, session | closing)
+            feeder = self._alm_feeder(session)
+            if feeder is not None:  # its share of the feeder is free for the others
+                self._replan_feeder(conn, feeder, self.clock(), f"departure of {report.session_id}")
 
     # --- load-control events (seed: Direct Load Control) ----------------------------------
 
@@ -409,6 +703,40 @@ class UtilityService:
                     raise Conflict("event_id", notice.event_id, "already declared otherwise")
                 return
             conn.execute(insert(table).values(**row, declared_at=self.clock()))
+            self._replan_for_event(conn, notice)
+
+    def _replan_for_event(self, conn: Connection, notice: LoadControlNotice) -> None:
+        """Re-plan the open sessions the event reaches: each ALM feeder in scope as a whole,
+        every other planned session alone (its remaining energy, from now)."""
+        registry = self.registry()
+        now = self.clock()
+        if notice.end_at <= now:
+            return
+        reason = f"load-control event {notice.event_id}"
+        feeders = [
+            f.id
+            for f in registry.utility.feeders
+            if notice.feeder_id is None or f.id == notice.feeder_id
+        ]
+        for feeder_id in feeders:
+            self._replan_feeder(conn, feeder_id, now, reason)
+        in_scope = [
+            p.id
+            for p in registry.premises.values()
+            if notice.feeder_id is None or p.feeder == notice.feeder_id
+        ]
+        rows = conn.execute(
+            select(s.sessions).where(
+                s.sessions.c.utility_id == self.utility_id,
+                s.sessions.c.premise_id.in_(in_scope),
+                s.sessions.c.bound,
+                s.sessions.c.closed.is_(False),
+                s.sessions.c.energy_request.is_not(None),
+            )
+        ).mappings()
+        for row in [dict(r) for r in rows]:
+            if self._alm_feeder(row) is None:
+                self._replan_alone(conn, row, now, reason)
 
     def _events(
         self, conn: Connection, feeder_id: str | None, start: datetime, end: datetime
@@ -575,3 +903,81 @@ def _session_intervals(conn: Connection, session: dict[str, Any]) -> list[tuple[
         .order_by(table.c.interval_start_at)
     ).all()
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _price_signal(context: RatingContext, tariff_id: str) -> Callable[[datetime], Decimal]:
+    """The tariff's price per slot start, one function per tariff (the planner caches by it)."""
+
+    def price(at: datetime) -> Decimal:
+        return price_at(context, tariff_id, at).price_per_kwh
+
+    return price
+
+
+def _metered(
+    conn: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, datetime | None]]:
+    """Per session: the Wh its EUMD reported and the end of its last reading."""
+    table = s.interval_readings
+    found: dict[tuple[str, str], tuple[int, datetime | None]] = {}
+    for premise_id in sorted({p for p, _ in keys}):
+        ids = [sid for p, sid in keys if p == premise_id]
+        rows = conn.execute(
+            select(
+                table.c.session_id,
+                table.c.interval_s,
+                func.sum(table.c.energy_wh),
+                func.max(table.c.interval_start_at),
+            )
+            .where(table.c.premise_id == premise_id, table.c.session_id.in_(ids))
+            .group_by(table.c.session_id, table.c.interval_s)
+        )
+        for session_id, interval_s, wh, last_start in rows:
+            end = last_start + timedelta(seconds=interval_s)
+            held_wh, held_end = found.get((premise_id, session_id), (0, None))
+            found[(premise_id, session_id)] = (
+                held_wh + int(wh),
+                end if held_end is None else max(end, held_end),
+            )
+    return found
+
+
+def delivered_wh(
+    versions: Sequence[tuple[datetime, EnergyAvailable]],
+    metered_wh: int,
+    metered_until: datetime | None,
+    plugged_in_at: datetime,
+    now: datetime,
+) -> int:
+    """What a session has drawn by ``now``: its readings, then what the plans in force
+    scheduled from the end of the last reading (each plan counts from its own instant until
+    the next one). Never more than the PEV drew: the schedule part is floored once."""
+    since = plugged_in_at if metered_until is None else max(metered_until, plugged_in_at)
+    ws = 0
+    for index, (planned_at, available) in enumerate(versions):
+        until = versions[index + 1][0] if index + 1 < len(versions) else now
+        lo, hi = max(planned_at, since), min(until, now)
+        if hi <= lo:
+            continue
+        for slot in available.schedule:
+            start, end = max(slot.start_at, lo), min(slot.end_at, hi)
+            if end > start:
+                ws += slot.power_w * int((end - start).total_seconds())
+    return metered_wh + ws // 3600
+
+
+def _profile(
+    schedule: Iterable[ScheduleSlot], now: datetime
+) -> list[tuple[datetime, datetime, int]]:
+    """A schedule from now on as (start, end, W) runs, equal runs joined: what a gateway
+    would do differently is exactly where two profiles differ."""
+    runs: list[tuple[datetime, datetime, int]] = []
+    for slot in schedule:
+        start, end = max(slot.start_at, now), slot.end_at
+        if end <= start or slot.power_w <= 0:
+            continue
+        if runs and runs[-1][1] == start and runs[-1][2] == slot.power_w:
+            runs[-1] = (runs[-1][0], end, slot.power_w)
+        else:
+            runs.append((start, end, slot.power_w))
+    return runs
