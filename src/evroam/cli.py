@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -537,7 +538,8 @@ def serve_utility(
         service.registry()
     except Refused as exc:
         fail(str(exc))
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    operator_token = os.environ.get("EVROAM_OPERATOR_TOKEN") or None
+    uvicorn.run(create_app(service, operator_token), host=host, port=port, log_level="warning")
 
 
 @gateway_app.command("flush")

@@ -6,6 +6,7 @@ premise. Refusals carry pydantic-style detail naming the field and the value.
 
 # No `from __future__ import annotations` here: FastAPI reads the dependency annotations at
 # run time, and the gateway-premise alias is local to create_app.
+import secrets
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -21,6 +22,7 @@ from evroam.core.messages import (
     EnergyAvailable,
     EnergyRequest,
     IntervalReading,
+    LoadControlNotice,
     ScheduleUpdates,
     SessionReport,
 )
@@ -41,7 +43,8 @@ class Recorded(BaseModel):
     status: str = "recorded"
 
 
-def create_app(service: UtilityService) -> FastAPI:
+def create_app(service: UtilityService, operator_token: str | None = None) -> FastAPI:
+    """The utility's HTTP API. Operator routes exist only when an operator token is given."""
     app = FastAPI(
         title=f"evroam utility {service.utility_id}",
         version="1",
@@ -63,6 +66,22 @@ def create_app(service: UtilityService) -> FastAPI:
         return premise_id
 
     Premise = Annotated[str, Depends(gateway_premise)]  # noqa: N806 - a type alias
+
+    def operator(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        given = credentials.credentials if credentials else ""
+        if operator_token is None or not secrets.compare_digest(given, operator_token):
+            raise HTTPException(
+                401, "unknown or missing operator token", {"WWW-Authenticate": "Bearer"}
+            )
+
+    @app.post("/v1/operator/events", status_code=201, dependencies=[Depends(operator)])
+    def declare_event(notice: LoadControlNotice) -> LoadControlNotice:
+        """Declare a load-control event (seed: DLC); sessions in its scope are re-planned
+        and their gateways pick up the new schedules. Idempotent by event id."""
+        service.declare_event(notice)
+        return notice
 
     @app.exception_handler(Refused)
     async def refused(_: Request, err: Refused) -> JSONResponse:
