@@ -147,16 +147,7 @@ def load_picture(engine: Engine, territory: Territory) -> LoadPicture:
 
     events: dict[str, list[LoadControlEvent]] = defaultdict(list)
     for row in event_rows:
-        events[row["utility_id"]].append(
-            LoadControlEvent(
-                start_at=row["start_at"],
-                end_at=row["end_at"],
-                cap_w=row["cap_w"],
-                curtail_pct=row["curtail_pct"],
-                feeder_id=row["feeder_id"],
-                event_id=row["id"],
-            )
-        )
+        events[row["utility_id"]].append(LoadControlEvent.from_row(row))
     ordered = sorted(
         panels.values(), key=lambda p: (p.utility_id, p.feeder_id is not None, p.feeder_id or "")
     )

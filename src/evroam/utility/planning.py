@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import highspy
 import numpy as np
@@ -77,6 +77,18 @@ class LoadControlEvent:
             raise ValueError(f"cap_w must be >= 0, got {self.cap_w}")
         if self.curtail_pct is not None and not 0 <= self.curtail_pct <= 100:
             raise ValueError(f"curtail_pct must be 0..100, got {self.curtail_pct}")
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> LoadControlEvent:
+        """From a stored `load_control_events` row."""
+        return cls(
+            start_at=row["start_at"],
+            end_at=row["end_at"],
+            cap_w=row["cap_w"],
+            curtail_pct=row["curtail_pct"],
+            feeder_id=row["feeder_id"],
+            event_id=row["id"],
+        )
 
     def applies_to(self, feeder_id: str | None) -> bool:
         return self.feeder_id is None or self.feeder_id == feeder_id

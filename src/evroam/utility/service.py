@@ -751,17 +751,7 @@ class UtilityService:
                 (table.c.feeder_id.is_(None)) | (table.c.feeder_id == feeder_id),
             )
         ).mappings()
-        return [
-            LoadControlEvent(
-                start_at=r["start_at"],
-                end_at=r["end_at"],
-                cap_w=r["cap_w"],
-                curtail_pct=r["curtail_pct"],
-                feeder_id=r["feeder_id"],
-                event_id=r["id"],
-            )
-            for r in rows
-        ]
+        return [LoadControlEvent.from_row(r) for r in rows]
 
     def _participate(self, conn: Connection, session: dict[str, Any]) -> None:
         """Record the session's part in every event it was plugged in for, with its credit."""
