@@ -581,7 +581,10 @@ def allocate_feeder(
         # Promises first: committed PEVs may not fall short; if the feeder can no longer
         # keep every promise (an event, a PEV that drew less than planned), share as usual.
         solved = _solve_lp_or_none(*arguments, no_short=committed) if committed.any() else None
-        powers_kw, short_kwh = solved if solved is not None else _solve_lp(*arguments)
+        if solved is None:  # without no_short the LP always has a solution
+            solved = _solve_lp_or_none(*arguments)
+        assert solved is not None
+        powers_kw, short_kwh = solved
         # The LP's kW carry solver noise: snap within 1 mW, floor, and take back any watt
         # the snapping pushed over a slot's capacity (from the largest user of that slot).
         watts = np.zeros((n_sess, n_slots), dtype=np.int64)
@@ -704,26 +707,6 @@ def _round_to_need(
         got -= have - _slot_wh(new_w, sec)
         powers[k] = new_w
     return got
-
-
-def _solve_lp(
-    n_sess: int,
-    n_slots: int,
-    sess_of_col: IntArray,
-    t_all: IntArray,
-    sec_all: IntArray,
-    ub_w: IntArray,
-    cost_all: FloatArray,
-    target_kwh: FloatArray,
-    cap_kw: FloatArray,
-    penalty: float,
-) -> tuple[FloatArray, FloatArray]:
-    """Solve the feeder LP: p[i,t] in kW in the column order given, and short_i in kWh."""
-    solved = _solve_lp_or_none(
-        n_sess, n_slots, sess_of_col, t_all, sec_all, ub_w, cost_all, target_kwh, cap_kw, penalty
-    )
-    assert solved is not None
-    return solved
 
 
 def _solve_lp_or_none(
