@@ -12,11 +12,9 @@ def entry(
     n: int, case: str, label: str, price: str, wh: int, amount: str, **kw: object
 ) -> LedgerEntry:
     fields: dict[str, object] = {
-        "charge_id": n,
         "cycle": "2026-03",
         "local_date": date(2026, 3, 2 + n % 3),
         "label": label,
-        "tariff_id": "PGX-EV-TOU",
         "price_per_kwh": Decimal(price),
         "energy_wh": wh,
         "amount": Decimal(amount),
@@ -144,7 +142,6 @@ def test_fallback_and_host_lines_name_the_premise() -> None:
                 10000,
                 "2.40",
                 premise_id="PGX-P-BOB",
-                tariff_id="PGX-E1",
             ),
         ],
     )

@@ -21,7 +21,7 @@ from evroam.utility.billing import (
     BillLine,
     DayTotal,
     DlcCredit,
-    LedgerRow,
+    LedgerEntry,
     ProgramCharge,
     bill_id,
     compose_bill,
@@ -90,12 +90,12 @@ def issue_cycle(conn: Connection, utility: Utility, cycle: str, now: datetime) -
 
 def _unbilled(
     conn: Connection, utility_id: str, cycle: str
-) -> dict[str, tuple[list[int], list[LedgerRow]]]:
+) -> dict[str, tuple[list[int], list[LedgerEntry]]]:
     """Per account, the ids and the lines of its unbilled ledger lines, in id order.
 
     Plain tuples straight from the driver (db/bulk.select_rows): a billing run reads tens
-    of thousands of lines, and a SQLAlchemy row plus a LedgerEntry per line cost several
-    times the query.
+    of thousands of lines, and a SQLAlchemy row plus an object per line cost several times
+    the query.
     """
     c, sess = s.charges, s.sessions
     rows = select_rows(
@@ -123,14 +123,14 @@ def _unbilled(
         .where(c.c.utility_id == utility_id, c.c.bill_id.is_(None), c.c.cycle <= cycle)
         .order_by(c.c.id),
     )
-    out: dict[str, tuple[list[int], list[LedgerRow]]] = {}
+    out: dict[str, tuple[list[int], list[LedgerEntry]]] = {}
     new = tuple.__new__
     for account, charge_id, *line, kind, case in rows:
         mine = out.get(account)
         if mine is None:
             mine = out[account] = ([], [])
         mine[0].append(charge_id)
-        mine[1].append(new(LedgerRow, (*line, case or kind, None)))
+        mine[1].append(new(LedgerEntry, (*line, case or kind, None)))
     return out
 
 

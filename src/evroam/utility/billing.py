@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from evroam.core.money import kwh
 
@@ -24,25 +24,6 @@ SECTIONS: dict[str, str] = {
     "unenrolled": "PEV charging at {premise}, at your premise's default rate",
     "fallback": "PEV charging at {premise}, at your premise's default rate",
 }
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """A priced ledger line, with the facts of its session a bill needs to describe it."""
-
-    charge_id: int
-    cycle: str
-    local_date: date | None
-    label: str
-    tariff_id: str | None
-    price_per_kwh: Decimal | None
-    energy_wh: int
-    amount: Decimal
-    session_id: str | None
-    premise_id: str
-    case: str
-    pev_id: str | None = None
-    where: str | None = None  # set for roaming: the roaming utility's name
 
 
 @dataclass(frozen=True)
@@ -110,34 +91,11 @@ class Bill:
         return totals
 
 
-class Entry(Protocol):
-    """What compose_bill reads of a ledger line: a LedgerEntry, or a lighter LedgerRow."""
+class LedgerEntry(NamedTuple):
+    """A priced ledger line with the facts of its session a bill needs to describe it.
 
-    @property
-    def cycle(self) -> str: ...
-    @property
-    def local_date(self) -> date | None: ...
-    @property
-    def label(self) -> str: ...
-    @property
-    def price_per_kwh(self) -> Decimal | None: ...
-    @property
-    def energy_wh(self) -> int: ...
-    @property
-    def amount(self) -> Decimal: ...
-    @property
-    def session_id(self) -> str | None: ...
-    @property
-    def premise_id(self) -> str: ...
-    @property
-    def case(self) -> str: ...
-    @property
-    def where(self) -> str | None: ...
-
-
-class LedgerRow(NamedTuple):
-    """A ledger line as billing reads it in bulk: a tuple, ~20x cheaper to make than a
-    LedgerEntry, for the tens of thousands of lines of a billing run."""
+    A tuple, not a frozen dataclass: a billing run reads tens of thousands of them, and a
+    tuple is about 20x cheaper to make."""
 
     cycle: str
     local_date: date | None
@@ -176,7 +134,7 @@ def compose_bill(
     account_id: str,
     cycle: str,
     currency: str,
-    entries: Iterable[Entry],
+    entries: Iterable[LedgerEntry],
     program_charges: Iterable[ProgramCharge] = (),
     dlc_credits: Iterable[DlcCredit] = (),
     issued_bills: Mapping[str, str] | None = None,
