@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -21,8 +22,8 @@ from sqlalchemy.exc import OperationalError
 from evroam.db.engine import ENV_URL, default_url, make_engine
 from evroam.db.migrate import ensure_schema, upgrade
 from evroam.sim.bundled import example
-from evroam.sim.runner import Runner
-from evroam.sim.scenario import load_scenario
+from evroam.sim.runner import Runner, RunResult
+from evroam.sim.scenario import Scenario, load_scenario
 from evroam.territory.loader import TerritoryFileError, describe, format_loc, load_territory
 from evroam.territory.model import Territory
 from evroam.territory.store import read_territory, save_territory
@@ -190,18 +191,22 @@ def _run_scenario(
     as_json: bool,
     bills_html: Path | None = None,
     plot: Path | None = None,
+    processes: Path | None = None,
 ) -> None:
     try:
         scenario = load_scenario(path)
     except TerritoryFileError as exc:
         fail_lines(exc.lines)
-    engine = make_engine(url)
-    ensure_schema(engine)
-    result = Runner(scenario, engine).run()
-    if bills_html is not None:
-        write_bills_html(engine, scenario.territory, result.bills, bills_html)
+    if processes is not None:
+        result = _run_in_processes(path, scenario, processes, bills_html)
+    else:
+        engine = make_engine(url)
+        ensure_schema(engine)
+        result = Runner(scenario, engine).run()
+        if bills_html is not None:
+            write_bills_html(engine, scenario.territory, result.bills, bills_html)
     peaks: list[str] = []
-    if plot is not None:
+    if plot is not None and processes is None:
         from evroam.sim.plot import draw_picture, load_picture
 
         picture = load_picture(engine, scenario.territory)
@@ -218,16 +223,44 @@ def _run_scenario(
     print_sessions(result.sessions)
     if result.bills:
         print_bills(result.bills)
+    if result.settlement:
+        print_settlement(result.settlement)
     if result.undelivered:
         out.print(f"[yellow]{result.undelivered} gateway messages still undelivered[/]")
     for kind, _, why in result.dead_letters:
         out.print(f"[red]refused {kind}:[/] {why}")
     if bills_html is not None and result.bills:
         out.print(f"HTML bills written to {bills_html}/")
-    if plot is not None:
+    if plot is not None and processes is None:
         out.print(f"load plot written to {plot}", soft_wrap=True)
         for line in peaks:
             out.print(line, soft_wrap=True, highlight=False)
+
+
+def _run_in_processes(
+    path: Path, scenario: Scenario, folder: Path, bills_html: Path | None
+) -> RunResult:
+    """The scenario through the clearinghouse and every utility as separate servers."""
+    from evroam.sim.processes import OverHttp, Servers
+
+    territory_file = folder / "territory.yaml"
+    territory_file.write_text(
+        yaml.safe_dump(scenario.territory.model_dump(mode="json"), sort_keys=False),
+        encoding="utf-8",
+    )
+    with Servers(territory_file, scenario.territory, folder, seed=scenario.seed) as servers:
+        parties = OverHttp(servers)
+        try:
+            result = Runner(scenario, parties=parties).run()
+        finally:
+            parties.close()
+        if bills_html is not None:
+            for server in servers.utilities.values():
+                engine = make_engine(server.db_url)
+                mine = [b for b in result.bills if b["utility"] == server.name]
+                write_bills_html(engine, scenario.territory, mine, bills_html)
+                engine.dispose()
+    return result
 
 
 def write_bills_html(
@@ -311,6 +344,25 @@ def print_bills(bills: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
+def print_settlement(lines: list[dict[str, Any]]) -> None:
+    table = Table(
+        "period",
+        "payer",
+        "payee",
+        "amount",
+        title="Settlement between utilities (clearinghouse, netted)",
+        title_justify="left",
+    )
+    for line in lines:
+        table.add_row(
+            line["period"],
+            line["payer_utility"],
+            line["payee_utility"],
+            f"{line['amount']} {line['currency']}",
+        )
+    out.print(table)
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -335,14 +387,43 @@ def run(
 @app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    processes: Annotated[
+        bool,
+        typer.Option(
+            "--processes",
+            help="Run the clearinghouse and each utility as a separate server on loopback.",
+        ),
+    ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Then keep the demo's data up in the web portal; prints the address and "
+            "the demo logins.",
+        ),
+    ] = False,
+    port: Annotated[int, typer.Option(help="The portal's port, with --serve.")] = 8300,
 ) -> None:
-    """Run every scenario of the seed on the bundled territory, in a fresh SQLite database."""
+    """Run every scenario of the seed on the bundled territory, in a fresh SQLite database
+    (with --processes: one database per party, each party its own server)."""
     folder = Path(tempfile.mkdtemp(prefix="evroam-demo-"))
     url = f"sqlite:///{folder / 'demo.db'}"
+    if serve:
+        from evroam.portal.demo import serve_demo
+
+        out.print(f"demo database: {url}", soft_wrap=True)
+        serve_demo(url, port=port)
+        return
     if not as_json:
-        out.print(f"demo database: {url}")
+        where = f"parties' databases and logs in {folder}" if processes else url
+        out.print(f"demo database: {where}", soft_wrap=True)
     _run_scenario(
-        example("seed-scenarios.yaml"), url, as_json, folder / "bills", folder / "plot.png"
+        example("seed-scenarios.yaml"),
+        url,
+        as_json,
+        folder / "bills",
+        folder / "plot.png",
+        processes=folder if processes else None,
     )
 
 
@@ -514,14 +595,65 @@ app.add_typer(gateway_app, name="gateway")
 def serve_utility(
     ctx: typer.Context,
     utility: Annotated[str, typer.Option(help="Which utility of the territory to serve.")],
-    territory: Annotated[Path | None, typer.Option(help="Load this territory first.")] = None,
+    territory: Annotated[
+        Path | None, typer.Option(help="Load this utility's part of the territory first.")
+    ] = None,
     host: str = "127.0.0.1",
     port: int = 8100,
+    clearinghouse: Annotated[
+        str | None,
+        typer.Option(
+            help="The clearinghouse's URL: register with the registration token in "
+            "EVROAM_CH_REGISTRATION_TOKEN, publish the enrolled PEVs, roam through it."
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="The URL the clearinghouse calls back (default http://HOST:PORT)."),
+    ] = None,
+    ch_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for a roaming authorization.")
+    ] = 2.0,
+    sim_clock: Annotated[
+        bool,
+        typer.Option(
+            "--sim-clock",
+            hidden=True,
+            help="A clock the operator sets (PUT /v1/operator/clock): simulations only.",
+        ),
+    ] = False,
+    seed: Annotated[
+        str | None,
+        typer.Option(help="Seed of the randomized start delays (reproducible simulations)."),
+    ] = None,
+    ocpp_basic_auth: Annotated[
+        bool,
+        typer.Option(help="OCPP security profile 1: stations present their Basic-auth password."),
+    ] = True,
+    ocpp_tls_only: Annotated[
+        bool, typer.Option(help="OCPP security profile 2: refuse stations not on wss://.")
+    ] = False,
+    ocpp_heartbeat: Annotated[
+        int, typer.Option(help="Heartbeat interval given to stations at boot, seconds.")
+    ] = 300,
+    ocpp_port: Annotated[
+        int | None,
+        typer.Option(help="Take OCPP on a port of its own (less memory per station)."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Server certificate (PEM): serve HTTPS and wss://.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
 ) -> None:
-    """Serve one utility's gateway API over HTTP."""
+    """Serve one utility over HTTP: the gateway API, OCPP 1.6J/2.0.1 for charging stations
+    at /ocpp/{station_id}, and with a clearinghouse its roaming CDR receiver."""
+    import secrets
+
     import uvicorn
 
-    from evroam.core.clock import utc_now
+    from evroam.clearinghouse.links import HttpClearinghouseLink, register
+    from evroam.core.clock import FixedClock, utc_now
+    from evroam.protocols.ocpp import OcppSettings, install_ocpp
     from evroam.utility.api import create_app
     from evroam.utility.service import UtilityService
 
@@ -531,15 +663,227 @@ def serve_utility(
             loaded = load_territory(territory)
         except TerritoryFileError as exc:
             fail_lines(exc.lines)
+        try:
+            own = loaded.model_copy(update={"utilities": (loaded.utility(utility),)})
+        except KeyError:
+            fail(f"--utility: no utility {utility!r} in {territory}")
         with engine.begin() as conn:
-            save_territory(conn, loaded)
-    service = UtilityService(engine, utility, utc_now)
+            save_territory(conn, own)  # a utility's database holds only its own registry
+    clock = FixedClock(utc_now()) if sim_clock else utc_now
+    token_b = secrets.token_urlsafe(32) if clearinghouse else None
+    link = None
+    if clearinghouse is not None:
+        token_a = os.environ.get("EVROAM_CH_REGISTRATION_TOKEN")
+        if not token_a:
+            fail("--clearinghouse needs EVROAM_CH_REGISTRATION_TOKEN (the registration token)")
+        assert token_b is not None
+        token_c = register(
+            clearinghouse,
+            token_a,
+            public_url or f"http://{host}:{port}",
+            token_b,
+            party_id=utility,
+        )
+        link = HttpClearinghouseLink(clearinghouse, token_c, timeout_s=ch_timeout)
+    service = UtilityService(
+        engine,
+        utility,
+        clock,
+        clearinghouse=link,
+        rng_seed=secrets.token_hex(8) if seed is None else seed,
+    )
     try:
         service.registry()
     except Refused as exc:
         fail(str(exc))
+    if link is not None:
+        service.publish_roaming_tokens()
     operator_token = os.environ.get("EVROAM_OPERATOR_TOKEN") or None
-    uvicorn.run(create_app(service, operator_token), host=host, port=port, log_level="warning")
+    app = create_app(
+        service,
+        operator_token,
+        clearinghouse_token=(lambda: token_b) if token_b else None,
+        sim_clock=clock if isinstance(clock, FixedClock) else None,
+    )
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
+    install_ocpp(
+        app,
+        service,
+        OcppSettings(
+            basic_auth_required=ocpp_basic_auth,
+            tls_required=ocpp_tls_only,
+            heartbeat_s=ocpp_heartbeat,
+            port=ocpp_port,
+            host=host,
+            tls_cert=str(tls_cert) if tls_cert else None,
+            tls_key=str(tls_key) if tls_key else None,
+        ),
+    )
+    secret_key = os.environ.get("EVROAM_PORTAL_SECRET")
+    if secret_key:
+        from evroam.portal.app import install_portal
+
+        install_portal(app, engine, {utility: service}, secret_key=secret_key, clock=clock)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,  # compression costs ~64 KiB per station connection
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+    )
+
+
+@serve_app.command("clearinghouse")
+def serve_clearinghouse(
+    ctx: typer.Context,
+    territory: Annotated[
+        Path | None, typer.Option(help="Members: the territory's clearinghouse.members.")
+    ] = None,
+    host: str = "127.0.0.1",
+    port: int = 8200,
+    forward_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for a home utility to acknowledge a CDR.")
+    ] = 2.0,
+    retry_every: Annotated[
+        float, typer.Option(help="Seconds between retries of undelivered CDRs.")
+    ] = 2.0,
+    sim_clock: Annotated[
+        bool,
+        typer.Option(help="A simulated clock the operator moves (PUT /v1/operator/clock)."),
+    ] = False,
+) -> None:
+    """Serve the clearinghouse (OCPI 2.2.1-shaped roaming API and settlement) over HTTP.
+
+    Registration token A of each member comes from EVROAM_CH_REGISTRATION_<UTILITY_ID>
+    (non-alphanumerics as _), or from `evroam clearinghouse register`; the operator token
+    (issuing statements) from EVROAM_OPERATOR_TOKEN.
+    """
+    import uvicorn
+
+    from evroam.clearinghouse.api import create_app
+    from evroam.clearinghouse.links import registration_env
+    from evroam.core.clock import FixedClock, utc_now
+
+    clock = FixedClock(utc_now()) if sim_clock else None
+    engine = _engine(ctx)
+    if engine.dialect.name == "postgresql":
+        # One connection per request thread: overflow connections would be opened and
+        # closed under bursts (a PostgreSQL backend each time).
+        settings: Settings = ctx.obj
+        engine.dispose()
+        engine = make_engine(settings.db_url, pool_size=40, max_overflow=10)
+    service = _clearinghouse(engine, territory, clock)
+    for member in service.members():
+        if not member.registered:
+            err.print(
+                f"member {member.utility_id} has no registration token: set "
+                f"{registration_env(member.utility_id)} or run `evroam clearinghouse register "
+                f"--utility {member.utility_id}`",
+                highlight=False,
+                soft_wrap=True,
+            )
+    operator_token = os.environ.get("EVROAM_OPERATOR_TOKEN") or None
+    app = create_app(
+        service,
+        operator_token,
+        forward_timeout_s=forward_timeout,
+        retry_every_s=retry_every if retry_every > 0 else None,
+        sim_clock=clock,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _clearinghouse(engine: Engine, territory: Path | None, clock: Any = None) -> Any:
+    """The clearinghouse service; with a territory, its members registered (A from env)."""
+    from evroam.clearinghouse.links import registration_env
+    from evroam.clearinghouse.service import ClearinghouseService
+    from evroam.core.clock import utc_now
+
+    clock = clock or utc_now
+    if territory is None:
+        return ClearinghouseService(engine, clock, os.environ.get("EVROAM_CH_ID", "CH"))
+    try:
+        loaded = load_territory(territory)
+    except TerritoryFileError as exc:
+        fail_lines(exc.lines)
+    if loaded.clearinghouse is None:
+        fail(f"--territory: {territory} has no clearinghouse section")
+    members = loaded.clearinghouse.members
+    service = ClearinghouseService(engine, clock, loaded.clearinghouse.id, members=members)
+    for member in members:
+        token_a = os.environ.get(registration_env(member))
+        try:
+            if token_a:
+                service.register_member(member, token_a)
+            else:
+                service.ensure_member(member)
+        except Refused as exc:
+            fail(f"{registration_env(member)}: {exc}")
+    return service
+
+
+clearinghouse_app = typer.Typer(no_args_is_help=True, help="The clearinghouse's operator.")
+app.add_typer(clearinghouse_app, name="clearinghouse")
+
+
+@clearinghouse_app.command("register")
+def clearinghouse_register(
+    ctx: typer.Context,
+    utility: Annotated[str, typer.Option(help="The member utility.")],
+    territory: Annotated[
+        Path | None, typer.Option(help="Refuse utilities that are not members here.")
+    ] = None,
+) -> None:
+    """Issue (or rotate) a member's registration token A and print it: the member presents it
+    once to the credentials endpoint and receives its own token C."""
+    service = _clearinghouse(_engine(ctx), territory)
+    try:
+        typer.echo(service.register_member(utility))
+    except Refused as exc:
+        fail(str(exc))
+
+
+@clearinghouse_app.command("settle")
+def clearinghouse_settle(
+    ctx: typer.Context,
+    period: Annotated[str, typer.Option(help="The settlement period, a UTC month YYYY-MM.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statements as JSON.")] = False,
+) -> None:
+    """Issue the period's settlement statements (once; later calls print the same)."""
+    service = _clearinghouse(_engine(ctx), None)
+    try:
+        issued = service.issue_statements(period)
+    except Refused as exc:
+        fail(str(exc))
+    if as_json:
+        from evroam.clearinghouse.api import issued_json
+
+        typer.echo(json.dumps(issued_json(issued), indent=2))
+        return
+    out.print(f"period {issued.period} issued {issued.issued_at.isoformat()}")
+    table = Table("payer", "payee", "amount", "currency")
+    for line in issued.lines:
+        table.add_row(line.payer_utility, line.payee_utility, str(line.amount), line.currency)
+    out.print(table)
+    positions = Table(
+        "utility", "currency", "receivable", "payable", "net", "billed", "billed - owed"
+    )
+    for utility, figures in issued.positions.items():
+        for p in figures:
+            positions.add_row(
+                utility,
+                p.currency,
+                str(p.receivable),
+                str(p.payable),
+                str(p.net),
+                str(p.billed),
+                str(p.difference),
+            )
+    out.print(positions)
 
 
 @gateway_app.command("flush")
@@ -574,6 +918,57 @@ def gateway_token(
         typer.echo(service.issue_gateway_token(premise))
     except Refused as exc:
         fail(str(exc))
+
+
+portal_app = typer.Typer(no_args_is_help=True, help="Web portal logins.")
+app.add_typer(portal_app, name="portal")
+
+
+@portal_app.command("user")
+def portal_user(
+    ctx: typer.Context,
+    username: str,
+    utility: Annotated[str, typer.Option(help="The utility whose portal this login is for.")],
+    customer: Annotated[
+        str | None, typer.Option(help="The customer a customer login belongs to.")
+    ] = None,
+    operator: Annotated[bool, typer.Option("--operator", help="An operator login.")] = False,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="EVROAM_PORTAL_PASSWORD",
+            help="Asked for when not given (or from EVROAM_PORTAL_PASSWORD).",
+        ),
+    ] = "",
+) -> None:
+    """Create a portal login, or reset its password; stored as an argon2 hash."""
+    from evroam.core.clock import utc_now
+    from evroam.portal.auth import save_user
+
+    engine = _engine(ctx)
+    with engine.begin() as conn:
+        territory = read_territory(conn)
+        if territory is None or utility not in {u.id for u in territory.utilities}:
+            fail(f"--utility: no utility {utility!r} in this database")
+        known = territory.utility(utility).accounts().values()
+        if customer is not None and customer not in {c.id for c in known}:
+            fail(f"--customer: no customer {customer!r} in {utility}")
+        try:
+            save_user(
+                conn,
+                username,
+                password,
+                role="operator" if operator else "customer",
+                utility_id=utility,
+                customer_id=customer,
+                now=utc_now(),
+            )
+        except ValueError as exc:
+            fail(str(exc))
+    out.print(f"login {username} saved")
 
 
 def main() -> None:

@@ -34,13 +34,15 @@ def test_run_then_bills_are_issued_once_and_shown(tmp_path: Path) -> None:
     shown = evroam(db, "bill", "show", "--account", "PGX-A-1001", "--period", "2026-03", "--json")
     assert shown.exit_code == 0, shown.output
     bill = json.loads(shown.stdout)
-    # S01 home 20 kWh off-peak 2.40 + S09 no-EUMD fallback 5 kWh x 0.24 = 1.20 + program 2.00
+    # S01 home 20 kWh off-peak 2.40 + S09 no-EUMD fallback 5 kWh x 0.24 = 1.20 + roaming at
+    # MHE's garage 5 kWh x 0.29 = 1.45 + program 2.00
     assert [(line["amount"], line["sessions"]) for line in bill["lines"]] == [
         ("2.40", ["S01-home"]),
         ("1.20", ["S09-eumd-down"]),
+        ("1.45", ["S23-roaming-in-mhe"]),
         ("2.00", []),
     ]
-    assert bill["total"] == "5.60"
+    assert bill["total"] == "7.05"
 
     page = tmp_path / "alice.html"
     html = evroam(
@@ -48,7 +50,7 @@ def test_run_then_bills_are_issued_once_and_shown(tmp_path: Path) -> None:
     )
     assert html.exit_code == 0, html.output
     text = page.read_text(encoding="utf-8")
-    assert "Alice Rivera" in text and "5.60" in text
+    assert "Alice Rivera" in text and "7.05" in text and "Mile High Electric" in text
 
 
 def test_bad_period_and_missing_bill_exit_2(tmp_path: Path) -> None:
@@ -106,3 +108,28 @@ def test_gateway_token_for_unknown_premise_exit_2(tmp_path: Path) -> None:
     assert "premise_id: unknown premise in utility PGX (got 'NOPE')" in click.unstyle(
         unknown.stderr
     )
+
+
+def test_portal_logins_are_made_from_the_command_line(tmp_path: Path) -> None:
+    from evroam.db.engine import make_engine
+    from evroam.portal.auth import authenticate
+
+    db = f"sqlite:///{tmp_path / 'u.db'}"
+    assert evroam(db, "territory", "load", str(REPO / "examples" / "territory.yaml")).exit_code == 0
+    made = evroam(
+        db, "portal", "user", "alice", "--utility", "PGX", "--customer", "PGX-C-ALICE",
+        "--password", "correct horse",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    unknown = evroam(
+        db, "portal", "user", "x", "--utility", "PGX", "--customer", "PGX-C-NOBODY",
+        "--password", "p",
+    )  # fmt: skip
+    assert unknown.exit_code == 2
+    assert "--customer: no customer 'PGX-C-NOBODY' in PGX" in click.unstyle(unknown.stderr)
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        assert authenticate(conn, "alice", "wrong") is None
+        user = authenticate(conn, "alice", "correct horse")
+        assert user is not None and user.customer_id == "PGX-C-ALICE"
+    engine.dispose()

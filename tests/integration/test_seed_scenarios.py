@@ -55,6 +55,15 @@ EXPECTED = {
     "S15-load-control": ("home", None, "PGX-A-1002", "PGX-EV-TOU", True, 10000, "3.80"),
     # Denver, 21:30 weekday in March is off-peak 0.09: 14.4 kWh x 0.09 = 1.296 -> 1.30.
     "S14-home-mhe": ("home", None, "MHE-A-3001", "MHE-EV-TOU", True, 14400, "1.30"),
+    # Roaming (1.6.4): the row is the roaming utility's, its claim at its guest tariff;
+    # 7.2 kWh x PGX-GUEST 0.32 = 2.304 -> 2.30, posted to Gina's MHE account. As a guest she
+    # has no incentive; on her home program's rates she has.
+    "S21-roaming-guest": ("roaming", None, "MHE-A-3001", "PGX-GUEST", False, 7200, "2.30"),
+    "S22-roaming-home-rates": ("roaming", None, "MHE-A-3001", "PGX-GUEST", True, 7200, "2.30"),
+    # Alice at MHE's garage: 5 kWh x MHE-GUEST 0.29 = 1.45, to her PGX account.
+    "S23-roaming-in-mhe": ("roaming", None, "PGX-A-1001", "MHE-GUEST", False, 5000, "1.45"),
+    # unknown here and at the clearinghouse: the mall pays at E-1, 3 kWh x 0.24 = 0.72.
+    "S24-unknown-everywhere": ("unenrolled", None, "PGX-A-2001", "PGX-E1", False, 3000, "0.72"),
 }
 
 
@@ -66,16 +75,20 @@ def result(engine: Engine) -> RunResult:
 def test_bills_of_the_demo_accounts(result: RunResult) -> None:
     totals = {b["account"]: (b["period"], b["total"]) for b in result.bills}
     assert totals == {
-        # S01 2.40 + S09 1.20 + TOU program 2.00
-        "PGX-A-1001": ("2026-03", "5.60"),
+        # S01 2.40 + S09 1.20 + TOU program 2.00 + roaming at MHE's garage S23 1.45
+        "PGX-A-1001": ("2026-03", "7.05"),
         # S03 1.20 + S15 3.80 + fallbacks S04 0.67, S06 2.40, S10 0.96 + host S02 1.92 - DLC 1.50
         "PGX-A-1002": ("2026-03", "9.45"),
         # S05 0.72 + S11 1.58 + S13 1.94
         "PGX-A-1003": ("2026-03", "4.24"),
         "PGX-A-1004": ("2026-03", "1.73"),
         "PGX-A-1005": ("2026-03", "3.46"),
+        # the mall pays for the PEV nobody knows (S24)
+        "PGX-A-2001": ("2026-03", "0.72"),
         "PGX-A-2003": ("2026-03", "3.60"),
-        "MHE-A-3001": ("2026-03", "1.30"),
+        # S14 1.30 + roaming at PGX: S21 as a guest 2.30, S22 at her MHE-EV-TOU rates in
+        # Denver time, 3.6 kWh on-peak x 0.31 = 1.116 -> 1.12 + 3.6 off-peak x 0.09 -> 0.32
+        "MHE-A-3001": ("2026-03", "5.04"),
         # Oak Lane (feeder PGX-F103, active load management, PGX-EV-TOU), Mon 2026-03-16:
         # what the feeder plan let each PEV take before 21:00 is on-peak at 0.38, the rest
         # off-peak at 0.12, less 0.02/kWh deferred by the ALM event PGX-ALM-0316.
@@ -96,7 +109,8 @@ def test_bills_of_the_demo_accounts(result: RunResult) -> None:
     assert "PGX-DLC-0312 2026-03-12 17:00-19:00" in credit["description"]
     # every session's Wh appears on exactly one bill line per price it was charged at: the
     # sessions charged at one price are on exactly one line; the four Oak Lane sessions that
-    # straddle 21:00 (on-peak, then off-peak) are on two lines each, never twice on one
+    # straddle 21:00 (on-peak, then off-peak) are on two lines each, never twice on one; a
+    # roaming session is on its home customer's bill
     billed = [
         (sid, b["bill_id"], line["description"])
         for b in result.bills
@@ -113,8 +127,22 @@ def test_bills_of_the_demo_accounts(result: RunResult) -> None:
         "S17-alm-oak-2",
         "S19-alm-oak-4",
         "S20-alm-oak-5",
+        "S22-roaming-home-rates",  # on-peak, then off-peak in Denver
     }
     assert all(lines_of[sid] == 2 for sid in ("S16-alm-oak-1", "S20-alm-oak-5"))
+    # the roaming charges name the utility and the premise where the PEV charged
+    gina = next(b for b in result.bills if b["account"] == "MHE-A-3001")
+    roaming = {
+        line["description"]: (line["amount"], line["sessions"])
+        for line in gina["lines"]
+        if line["description"].startswith("Roaming")
+    }
+    at = "Roaming charging at PGX-P-MALL (Pacific Grid & Electric)"
+    assert roaming == {
+        f"{at}, guest": ("2.30", ["S21-roaming-guest"]),
+        f"{at}, on-peak at 0.31000 USD/kWh": ("1.12", ["S22-roaming-home-rates"]),
+        f"{at}, off-peak at 0.09000 USD/kWh": ("0.32", ["S22-roaming-home-rates"]),
+    }
     # and per account the energy lines add up to the Wh of the sessions it pays for
     for bill in result.bills:
         paid = sum(r["energy_wh"] for r in result.sessions if r["payer_account"] == bill["account"])
@@ -216,3 +244,16 @@ def test_json_contract_amounts_are_exact_strings(result: RunResult) -> None:
         assert isinstance(row["energy_wh"], int)
         assert isinstance(row["amount"], str)
         assert Decimal(row["amount"]).as_tuple().exponent == -2
+
+
+def test_settlement_nets_the_roaming_claims_between_the_utilities(result: RunResult) -> None:
+    # MHE owes PGX S21 2.30 + S22 2.30 = 4.60; PGX owes MHE S23 1.45: MHE pays PGX 3.15.
+    assert result.settlement == [
+        {
+            "period": "2026-03",
+            "payer_utility": "MHE",
+            "payee_utility": "PGX",
+            "amount": "3.15",
+            "currency": "USD",
+        }
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from evroam.territory.loader import load_territory
 from evroam.territory.model import Premise, Utility
-from evroam.utility.payer import Conditions, decide
+from evroam.utility.payer import Conditions, Roaming, decide
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "territory.yaml"
 PGX: Utility = load_territory(EXAMPLE).utility("PGX")
@@ -159,3 +160,60 @@ def test_every_decision_charges_someone_at_a_real_tariff(
         assert (d.payer_account, d.tariff_id) == (p.account, PGX.default_tariff)
     if not comms_ok or not eumd_ok or not portal_at_premise or pev is None:
         assert not d.incentive
+
+
+GINA = Roaming(
+    home_utility="MHE", account_id="MHE-A-3001", program_id="MHE-TOU", billing_option="guest"
+)
+
+
+def _roam(premise: str, roaming: Roaming | None, **seen: bool):  # type: ignore[no-untyped-def]
+    return decide(PGX, PREMISES[premise], None, Conditions(pev_id="MHE-PEV-GINA", **seen), roaming)
+
+
+def test_roaming_pev_is_billed_to_its_home_account_at_the_guest_tariff() -> None:
+    d = _roam("PGX-P-MALL", GINA)
+    assert (d.case, d.site, d.payer_account, d.tariff_id, d.program_id) == (
+        "roaming",
+        "public",
+        "MHE-A-3001",
+        "PGX-GUEST",
+        "MHE-TOU",
+    )
+    assert d.bound and not d.incentive  # a guest: no program incentive
+    home = _roam("PGX-P-MALL", dataclasses.replace(GINA, billing_option="home_program"))
+    assert (home.payer_account, home.tariff_id, home.incentive) == ("MHE-A-3001", "PGX-GUEST", True)
+
+
+def test_roaming_at_a_host_pays_premise_still_bills_the_home_account() -> None:
+    # Alice's premise pays for visitors of its own utility, not for another utility's PEVs.
+    assert _roam("PGX-P-ALICE", GINA).payer_account == "MHE-A-3001"
+
+
+def test_roaming_falls_back_where_a_visitor_would() -> None:
+    refused = _roam("PGX-P-DAVE", GINA)  # no visitors, and no EUMD
+    assert (refused.case, refused.fallback_reason, refused.payer_account, refused.tariff_id) == (
+        "fallback",
+        "not_validated",
+        "PGX-A-1004",
+        "PGX-E1",
+    )
+    unmetered = _roam("PGX-P-MALL", GINA, eumd_ok=False)
+    assert (unmetered.case, unmetered.fallback_reason) == ("fallback", "no_eumd")
+
+
+def test_no_answer_from_the_clearinghouse_is_a_fallback_at_the_premise() -> None:
+    d = _roam("PGX-P-MALL", None, clearinghouse_ok=False)
+    assert (d.case, d.fallback_reason, d.payer_account, d.tariff_id, d.incentive) == (
+        "fallback",
+        "clearinghouse_timeout",
+        "PGX-A-2001",
+        "PGX-E1",
+        False,
+    )
+
+
+def test_no_record_anywhere_is_unenrolled_and_says_so() -> None:
+    d = _roam("PGX-P-MALL", None, clearinghouse_asked=True)
+    assert (d.case, d.payer_account, d.tariff_id) == ("unenrolled", "PGX-A-2001", "PGX-E1")
+    assert d.why == "PEV ID unknown here and at the clearinghouse: no binding (1.6.5)"

@@ -10,12 +10,14 @@ import pytest
 
 from evroam.core.messages import EnergyRequest, ScheduleSlot
 from evroam.territory.model import EnergyPortal
+from evroam.utility import planning
 from evroam.utility.planning import (
     FeederSession,
     LoadControlEvent,
     aggregate_load,
     allocate_feeder,
     effective_rate_w,
+    kept_plans_fit,
     peak_w,
     plan_request,
     price_lookup,
@@ -469,6 +471,42 @@ def test_feeder_session_that_plugs_in_later_starts_then() -> None:
     schedule = plan.schedule("L")
     assert schedule[0].start_at == local(3, 22, 5)
     assert schedule_energy_wh(schedule) == 1_800
+
+
+def test_feeder_lp_that_does_not_end_optimal_is_solved_another_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first way stops at once (no iteration allowed): the next one solves the LP, and
+    # the plan is the one of test_feeder_shares_capacity_by_price_and_preference's A and C.
+    first = {"presolve": "off", "simplex_iteration_limit": 0, "ipm_iteration_limit": 0}
+    monkeypatch.setattr(planning, "_LP_ATTEMPTS", (first, *planning._LP_ATTEMPTS))
+    sessions = [
+        FeederSession("A", 14_400, 7200, local(3, 23), price_of_slot=PRICES),
+        FeederSession("C", 3_000, 3300, local(4, 1), preference="charge_now"),
+    ]
+    plan = allocate_feeder(local(3, 21), sessions, 10_000)
+    assert plan.energy_wh == {"A": 14_400, "C": 3_000}
+    assert plan.power_w["A"][:8] == [7200] * 8
+    # Every way failing is an error that names what each ended with.
+    monkeypatch.setattr(planning, "_LP_ATTEMPTS", (first,))
+    with pytest.raises(RuntimeError, match=r"^feeder LP ended Iteration limit reached$"):
+        allocate_feeder(local(3, 21), sessions, 10_000)
+
+
+def test_kept_plans_are_served_first_and_must_fit_the_feeder() -> None:
+    # A plan kept in force: 6000 W 21:00-22:00. On a 10 kW feeder a newcomer wanting 4000 Wh
+    # by 22:00 gets the 4000 W left in each slot (4 slots x 1000 Wh).
+    kept = (ScheduleSlot(start_at=local(3, 21), end_at=local(3, 22), power_w=6000),)
+    newcomer = FeederSession("N", 4_000, 7200, local(3, 22), preference="charge_now")
+    plan = allocate_feeder(local(3, 21), [newcomer], 10_000, kept=[kept])
+    assert plan.power_w["N"] == [4000] * 4 and plan.energy_wh["N"] == 4_000
+    assert kept_plans_fit(local(3, 21), [(kept, 7200)], 10_000)
+    assert not kept_plans_fit(local(3, 21), [(kept, 7200), (kept, 7200)], 10_000)
+    assert not kept_plans_fit(local(3, 21), [(kept, 5000)], 10_000)  # over its PEV's limit
+    curtail = LoadControlEvent(local(3, 21, 30), local(3, 21, 45), curtail_pct=50)
+    assert not kept_plans_fit(local(3, 21), [(kept, 7200)], 10_000, [curtail])
+    # From 21:45 on the event is over: what is left of the plan fits again.
+    assert kept_plans_fit(local(3, 21, 45), [(kept, 7200)], 10_000, [curtail])
 
 
 # --- baseline and totals -------------------------------------------------------------------

@@ -15,11 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from evroam.core.messages import Message, MessageId, UtcInstant
+from evroam.core.messages import BillingOption, Message, MessageId, UtcInstant
 
-# How a roaming customer chose to be billed at plug-in (seed 1.6.4): as a guest of the
-# roaming utility at its guest tariff, or at the rates of their home PEV program.
-BillingOption = Literal["guest", "home_program"]
 BILLING_OPTIONS: tuple[BillingOption, ...] = ("guest", "home_program")
 
 # OCPI AllowedType.
@@ -104,6 +101,7 @@ class ChargeTransaction(Message):
     periods: tuple[ChargePeriod, ...] = ()
     credit: bool = False
     credit_of: TransactionId | None = None
+    roaming_utility_name: str | None = None  # for the customer's bill (OCPI: operator name)
 
     @model_validator(mode="after")
     def _consistent(self) -> ChargeTransaction:
@@ -137,3 +135,59 @@ class SettlementLine(Message):
     payee_utility: MessageId
     amount: Annotated[Decimal, Field(gt=0)]
     currency: Annotated[str, Field(min_length=3, max_length=3)]
+
+
+# --- settlement statements (clearinghouse -> each member) -----------------------------------
+
+Role = Literal["roaming", "home"]
+
+
+class StatementTransaction(Message):
+    """One transaction behind a statement figure, as the member sees it.
+
+    ``amount`` is what the home utility owes the roaming utility (negative for a credit);
+    for the home utility, ``difference`` = ``billed_amount`` - ``amount`` (None until the
+    home utility has acknowledged the posting).
+    """
+
+    id: TransactionId
+    role: Role  # the member's role in it
+    roaming_utility: MessageId
+    home_utility: MessageId
+    pev_id: MessageId
+    premise_id: MessageId
+    session_id: MessageId
+    billing_option: BillingOption
+    end_at: UtcInstant
+    energy_wh: int
+    amount: Decimal
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    credit: bool = False
+    credit_of: TransactionId | None = None
+    billed_amount: Decimal | None = None
+    difference: Decimal | None = None
+
+
+class StatementPosition(Message):
+    """A member's figures in one currency: receives ``net`` when positive, pays when negative."""
+
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    receivable: Decimal  # owed to it as roaming utility
+    payable: Decimal  # owed by it as home utility
+    net: Decimal
+    billed: Decimal  # billed to its customers for the acknowledged payable transactions
+    difference: Decimal  # billed minus owed, over those acknowledged transactions
+    unbilled: int = 0  # payable transactions not acknowledged (no billed amount)
+
+
+class SettlementStatement(Message):
+    """A member's statement for a settlement period (``issued`` False: provisional)."""
+
+    clearinghouse_id: MessageId
+    period: Period
+    utility_id: MessageId
+    issued: bool
+    issued_at: UtcInstant | None = None
+    positions: tuple[StatementPosition, ...] = ()
+    lines: tuple[SettlementLine, ...] = ()
+    transactions: tuple[StatementTransaction, ...] = ()

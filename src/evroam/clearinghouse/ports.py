@@ -29,7 +29,10 @@ class Unavailable(Exception):
 class ClearinghouseLink(Protocol):
     """What a member utility asks of the clearinghouse."""
 
-    def publish_tokens(self, tokens: Sequence[RoamingToken]) -> int: ...
+    def publish_tokens(self, tokens: Sequence[RoamingToken], *, replace: bool = False) -> int:
+        """Publish enrolled PEVs; ``replace``: the batch is the member's whole set, and PEVs
+        it no longer lists are withdrawn."""
+        ...
 
     def authorize(self, request: AuthorizationRequest) -> AuthorizationInfo: ...
 

@@ -22,6 +22,9 @@ MessageId = Annotated[str, Field(min_length=1, max_length=64)]
 Preference = Literal["charge_now", "cheapest_by_departure", "program_default"]
 FallbackReason = Literal["comms_down", "not_validated", "no_eumd", "clearinghouse_timeout"]
 Case = Literal["home", "host_pays", "pev_pays", "roaming", "unenrolled", "fallback"]
+# How a roaming customer chooses to be billed at plug-in (seed 1.6.4): as a guest of the
+# roaming utility at its guest tariff, or at the rates of their home PEV program.
+BillingOption = Literal["guest", "home_program"]
 
 
 class Message(BaseModel):
@@ -36,6 +39,9 @@ class BindRequest(Message):
     portal_id: MessageId
     pev_id: MessageId | None = None  # None: the PEV did not communicate
     plugged_in_at: UtcInstant
+    # Only for a PEV from another utility: the customer's choice at plug-in (None: their
+    # home program's rates when the home utility allows it, else the guest tariff).
+    billing_option: BillingOption | None = None
 
 
 class BindResult(Message):
@@ -48,6 +54,8 @@ class BindResult(Message):
     program_id: str | None = None
     fallback_reason: FallbackReason | None = None
     message: str = ""
+    home_utility: str | None = None  # roaming: the PEV's home utility, confirmed by the
+    billing_option: BillingOption | None = None  # clearinghouse, and the billing chosen
 
 
 class EnergyRequest(Message):

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     ForeignKey,
@@ -197,6 +198,11 @@ sessions = Table(
     Column("reported_energy_wh", Integer),
     Column("metered", Boolean),
     Column("closed", Boolean, nullable=False, default=False),
+    # roaming (seed 1.6.4): the PEV's home utility as the clearinghouse confirmed it, the
+    # billing the customer chose, and the reference its charge transactions quote
+    _id("home_utility"),
+    Column("billing_option", String(16)),
+    Column("authorization_reference", String(64)),
 )
 
 interval_readings = Table(
@@ -247,6 +253,41 @@ charges = Table(
     Column("corrects_id", Integer, ForeignKey("charges.id")),
     Column("bill_id", String(64), index=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # posted roaming charges: the utility where the energy was drawn, named for the bill
+    Column("origin", String(120)),
+)
+
+
+# --- roaming, the utility's side (seed 1.6.4) -----------------------------------------------
+
+roaming_claims = Table(
+    "roaming_claims",
+    metadata,
+    Column("id", String(160), primary_key=True),  # the charge transaction's id
+    _id("utility_id", nullable=False),  # the roaming utility that claims
+    _id("premise_id", nullable=False),
+    _id("session_id", nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("energy_wh", Integer, nullable=False),  # signed: a credit is negative
+    Column("amount", ExactDecimal, nullable=False),  # signed
+    Column("body", Text, nullable=False),  # the ChargeTransaction as sent
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),  # acknowledged by the clearinghouse
+    UniqueConstraint("premise_id", "session_id", "seq", name="uq_roaming_claims_session_seq"),
+)
+
+roaming_postings = Table(
+    "roaming_postings",
+    metadata,
+    Column("transaction_id", String(160), primary_key=True),
+    _id("utility_id", nullable=False),  # the home utility that posted it
+    _id("account_id", nullable=False),
+    _id("premise_id", nullable=False),
+    _id("session_id", nullable=False),
+    Column("body", Text, nullable=False),  # the ChargeTransaction as received
+    Column("billed_amount", ExactDecimal, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("posted_at", UtcDateTime, nullable=False),
 )
 
 
@@ -366,3 +407,293 @@ Index(
 )
 Index("ix_charges_session", charges.c.premise_id, charges.c.session_id)
 Index("ix_charges_unbilled", charges.c.utility_id, charges.c.bill_id, charges.c.cycle)
+
+
+# --- portal: sign-in for customers and operators (docs/portal.md) --------------------------
+# No foreign key to customers: a territory load that drops a customer must not be blocked by
+# a login; sign-in checks the customer still exists instead.
+portal_users = Table(
+    "portal_users",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),  # customer | operator
+    _id("utility_id", nullable=False),
+    _id("customer_id"),  # set for customers: whose accounts they see
+    Column("password_hash", String(200), nullable=False),  # argon2id, PHC string
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("role IN ('customer', 'operator')", name="ck_portal_users_role"),
+    CheckConstraint(
+        "(role = 'customer') = (customer_id IS NOT NULL)", name="ck_portal_users_customer"
+    ),
+)
+
+
+# --- clearinghouse: members, roaming tokens, authorizations, transactions, statements -------
+# The clearinghouse's own database (its process fills only these tables). Tokens are stored
+# as SHA-256 digests, except token B, which the clearinghouse must present to the member.
+
+ch_members = Table(
+    "ch_members",
+    metadata,
+    _id("utility_id", primary_key=True),
+    Column("token_a_sha256", String(64)),  # registration token A (NULL: none issued yet)
+    Column("token_c_sha256", String(64), unique=True),  # the member's credentials token C
+    Column("token_b", String(300)),  # what the clearinghouse sends when calling the member
+    Column("url", String(500)),  # the member's base URL
+    Column("registered_at", UtcDateTime, nullable=False),
+    Column("credentials_at", UtcDateTime),
+)
+
+ch_tokens = Table(
+    "ch_tokens",
+    metadata,
+    _id("pev_id", primary_key=True),
+    _id("home_utility", nullable=False),
+    _id("account_id", nullable=False),
+    _id("home_premise_id"),
+    _id("program_id", nullable=False),
+    Column("billing_options", String(64), nullable=False),  # comma-separated
+    Column("valid", Boolean, nullable=False),
+    Column("last_updated", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+Index("ix_ch_tokens_home", ch_tokens.c.home_utility, ch_tokens.c.pev_id)
+
+ch_authorizations = Table(
+    "ch_authorizations",
+    metadata,
+    _id("roaming_utility", primary_key=True),
+    _id("premise_id", primary_key=True),
+    _id("session_id", primary_key=True),
+    _id("authorization_reference", nullable=False, unique=True),
+    _id("pev_id", nullable=False),
+    _id("home_utility", nullable=False),
+    Column("answer", Text, nullable=False),  # the AuthorizationInfo given, as JSON
+    Column("authorized_at", UtcDateTime, nullable=False),
+)
+
+ch_periods = Table(
+    "ch_periods",
+    metadata,
+    Column("period", String(7), primary_key=True),  # UTC month, YYYY-MM
+    Column("issued_at", UtcDateTime),  # NULL: open; set once, never changed
+)
+
+ch_transactions = Table(
+    "ch_transactions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # arrival order
+    _id("roaming_utility", nullable=False),
+    Column("id", String(160), nullable=False),
+    _id("home_utility", nullable=False),
+    _id("authorization_reference", nullable=False),
+    _id("pev_id", nullable=False),
+    _id("premise_id", nullable=False),
+    _id("session_id", nullable=False),
+    Column("billing_option", String(16), nullable=False),
+    Column("end_at", UtcDateTime, nullable=False),
+    Column("energy_wh", Integer, nullable=False),
+    Column("owed", ExactDecimal, nullable=False),  # signed: negative for a credit
+    Column("currency", String(3), nullable=False),
+    Column("credit", Boolean, nullable=False),
+    Column("credit_of", String(160)),
+    Column("body", Text, nullable=False),  # the ChargeTransaction as received, canonical JSON
+    Column("period", String(7), ForeignKey("ch_periods.period"), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("pending", Boolean, nullable=False),  # not yet acknowledged by the home utility
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(300)),
+    Column("forwarded_at", UtcDateTime),
+    _id("posted_account_id"),
+    Column("billed_amount", ExactDecimal),  # from the home utility's PostingAck
+    # True: acknowledged after its period was issued (the issued statement shows it unbilled)
+    Column("billed_after_issue", Boolean),
+    UniqueConstraint("roaming_utility", "id", name="uq_ch_transactions_roaming_id"),
+)
+Index("ix_ch_transactions_pending", ch_transactions.c.pending, ch_transactions.c.seq)
+Index("ix_ch_transactions_period", ch_transactions.c.period, ch_transactions.c.seq)
+Index(
+    "ix_ch_transactions_session",
+    ch_transactions.c.roaming_utility,
+    ch_transactions.c.session_id,
+)
+
+ch_positions = Table(
+    "ch_positions",
+    metadata,
+    Column("period", String(7), ForeignKey("ch_periods.period"), primary_key=True),
+    _id("utility_id", primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("receivable", ExactDecimal, nullable=False),
+    Column("payable", ExactDecimal, nullable=False),
+    Column("net", ExactDecimal, nullable=False),
+    Column("billed", ExactDecimal, nullable=False),
+    Column("difference", ExactDecimal, nullable=False),
+    Column("transactions", Integer, nullable=False),
+    Column("unbilled", Integer, nullable=False),
+)
+
+ch_statement_lines = Table(
+    "ch_statement_lines",
+    metadata,
+    Column("period", String(7), ForeignKey("ch_periods.period"), primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    _id("payer_utility", nullable=False),
+    _id("payee_utility", nullable=False),
+    Column("amount", ExactDecimal, nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+
+
+# --- OCPP: charging stations as premise gateways (docs/ocpp.md) ------------------------------
+# `stations` and `station_evses` are part of the territory registry (the file names them);
+# the `ocpp_*` tables are the CSMS's runtime record, kept by station id without foreign keys
+# so that history survives a station leaving the registry.
+
+stations = Table(
+    "stations",
+    metadata,
+    Column("id", String(48), primary_key=True),
+    _id("premise_id", ForeignKey("premises.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("password_sha256", String(64)),
+)
+
+station_evses = Table(
+    "station_evses",
+    metadata,
+    Column("station_id", String(48), ForeignKey("stations.id"), primary_key=True),
+    Column("evse_id", Integer, primary_key=True),
+    _id("portal_id", ForeignKey("portals.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+)
+
+ocpp_station_state = Table(
+    "ocpp_station_state",
+    metadata,
+    Column("station_id", String(48), primary_key=True),
+    Column("protocol", String(8), nullable=False),
+    Column("vendor", String(50)),
+    Column("model", String(50)),
+    Column("serial", String(50)),
+    Column("firmware", String(50)),
+    Column("first_sync_at", UtcDateTime, nullable=False),  # first BootNotification answered
+    Column("last_boot_at", UtcDateTime, nullable=False),
+    Column("boots", Integer, nullable=False),
+)
+
+ocpp_connector_status = Table(
+    "ocpp_connector_status",
+    metadata,
+    Column("station_id", String(48), primary_key=True),
+    Column("evse_id", Integer, primary_key=True),
+    Column("connector_id", Integer, primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("error_code", String(64)),
+    Column("status_at", UtcDateTime),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+ocpp_transactions = Table(
+    "ocpp_transactions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # 1.6 transactionId
+    Column("station_id", String(48), nullable=False),
+    Column("transaction_ref", String(64), nullable=False),
+    Column("protocol", String(8), nullable=False),
+    _id("premise_id", nullable=False),
+    _id("session_id", nullable=False),
+    Column("evse_id", Integer, nullable=False),
+    _id("portal_id", nullable=False),
+    Column("id_token", String(64)),
+    Column("start_key", String(64)),  # 1.6: digest of the StartTransaction, for retries
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("meter_start_wh", Integer),
+    Column("bind_done", Boolean, nullable=False),
+    Column("bound", Boolean, nullable=False),
+    Column("incentive", Boolean, nullable=False),
+    Column("case", String(16)),
+    Column("message", String(200)),
+    # the register chain: the last sample applied, and the energy since the start
+    Column("last_at", UtcDateTime, nullable=False),
+    Column("last_register_wh", Integer),
+    Column("energy_wh", Integer, nullable=False),
+    # interval readings are emitted up to this EUMD interval boundary
+    Column("boundary_at", UtcDateTime, nullable=False),
+    Column("boundary_wh", Integer, nullable=False),
+    Column("stopped", Boolean, nullable=False),
+    Column("stopped_at", UtcDateTime),
+    Column("stop_register_wh", Integer),
+    Column("stop_reason", String(32)),
+    Column("reported", Boolean, nullable=False),
+    Column("max_seq_no", Integer, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    UniqueConstraint("station_id", "transaction_ref", name="uq_ocpp_transactions_ref"),
+    UniqueConstraint("station_id", "start_key", name="uq_ocpp_transactions_start_key"),
+)
+Index(
+    "ix_ocpp_transactions_session",
+    ocpp_transactions.c.premise_id,
+    ocpp_transactions.c.session_id,
+)
+
+ocpp_meter_samples = Table(
+    "ocpp_meter_samples",
+    metadata,
+    Column("station_id", String(48), primary_key=True),
+    Column("transaction_ref", String(64), primary_key=True),
+    Column("sampled_at", UtcDateTime, primary_key=True),
+    Column("register_wh", Integer, nullable=False),
+    Column("applied", Boolean, nullable=False),  # False: late (behind the chain), kept only
+)
+
+ocpp_tx_events = Table(
+    "ocpp_tx_events",
+    metadata,
+    Column("station_id", String(48), primary_key=True),
+    Column("transaction_ref", String(64), primary_key=True),
+    Column("seq_no", Integer, primary_key=True),
+    Column("event_type", String(16), nullable=False),
+    Column("trigger_reason", String(40)),
+    Column("offline", Boolean, nullable=False),
+    Column("stamped_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+ocpp_seq_gaps = Table(
+    "ocpp_seq_gaps",
+    metadata,
+    Column("station_id", String(48), primary_key=True),
+    Column("transaction_ref", String(64), primary_key=True),
+    Column("seq_no", Integer, primary_key=True),
+    Column("detected_at", UtcDateTime, nullable=False),
+    Column("filled_at", UtcDateTime),
+)
+
+ocpp_register_resets = Table(
+    "ocpp_register_resets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(48), nullable=False),
+    Column("transaction_ref", String(64), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("register_before_wh", Integer, nullable=False),
+    Column("register_after_wh", Integer, nullable=False),
+    Column("detected_at", UtcDateTime, nullable=False),
+)
+
+# Messages or readings the CSMS acknowledged but would not bill: flagged for review.
+ocpp_quarantine = Table(
+    "ocpp_quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(48), nullable=False, index=True),
+    Column("transaction_ref", String(64)),
+    Column("action", String(40), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("detail", String(300), nullable=False),
+    Column("stamped_at", UtcDateTime),
+    Column("payload", Text, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("reviewed", Boolean, nullable=False),
+)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from evroam.core.messages import (
+    BillingOption,
     BindRequest,
     BindResult,
     EnergyAvailable,
@@ -65,8 +66,9 @@ class Gateway:
         pev_id: str | None,
         at: datetime,
         request: EnergyRequest | None = None,
+        billing_option: BillingOption | None = None,
     ) -> ActiveSession:
-        bind = self._bind(session_id, portal_id, pev_id, at)
+        bind = self._bind(session_id, portal_id, pev_id, at, billing_option)
         active = ActiveSession(session_id, portal_id, pev_id, at, bind, eumd_ok=self.eumd_available)
         self.sessions[session_id] = active
         if request is not None and bind.bound:
@@ -107,7 +109,12 @@ class Gateway:
                 return applied
 
     def _bind(
-        self, session_id: str, portal_id: str, pev_id: str | None, at: datetime
+        self,
+        session_id: str,
+        portal_id: str,
+        pev_id: str | None,
+        at: datetime,
+        billing_option: BillingOption | None = None,
     ) -> BindResult:
         if pev_id is None:
             # A non-communicating PEV never binds (1.6.5); the utility learns of the
@@ -125,6 +132,7 @@ class Gateway:
             portal_id=portal_id,
             pev_id=pev_id,
             plugged_in_at=at,
+            billing_option=billing_option,
         )
         try:
             return self.link.bind(request, eumd_ok=self.eumd_available)

@@ -18,12 +18,9 @@ from evroam.core.messages import BindResult, EnergyRequest, LoadControlNotice
 from evroam.db import schema as s
 from evroam.gateway.gateway import Gateway, GatewayConfig
 from evroam.gateway.outbox import Outbox
-from evroam.sim.links import InProcessLink
+from evroam.sim.parties import InProcess, Parties
 from evroam.sim.scenario import Event, Scenario
 from evroam.sim.vehicle import Draw
-from evroam.territory.store import save_territory
-from evroam.utility.bill_store import bill_json, cycles_with_charges, issue_cycle
-from evroam.utility.service import UtilityService
 
 # Energy a PEV wants when the scenario gives no Energy Request (it charges until full).
 DEFAULT_NEED_WH = 40_000
@@ -54,24 +51,20 @@ class RunResult:
 
 
 class Runner:
-    def __init__(self, scenario: Scenario, engine: Engine) -> None:
+    def __init__(
+        self, scenario: Scenario, engine: Engine | None = None, parties: Parties | None = None
+    ) -> None:
         self.scenario = scenario
-        self.engine = engine
         events = sorted(scenario.events, key=lambda e: e.at)
         self.clock = FixedClock(events[0].at)
-        with engine.begin() as conn:
-            save_territory(conn, scenario.territory)
-        self.services = {
-            u.id: UtilityService(engine, u.id, self.clock, rng_seed=scenario.seed)
-            for u in scenario.territory.utilities
-        }
-        self.links: dict[str, InProcessLink] = {}
+        if parties is None:
+            assert engine is not None, "give an engine, or the parties to run against"
+            parties = InProcess(scenario.territory, engine, self.clock, scenario.seed)
+        self.parties = parties
+        self.parties.set_clock(self.clock())
         self.gateways: dict[str, Gateway] = {}
         for utility in scenario.territory.utilities:
             for premise in utility.premises:
-                link = InProcessLink(self.services[utility.id], premise.id)
-                link.realtime = premise.esi.communicating
-                self.links[premise.id] = link
                 self.gateways[premise.id] = Gateway(
                     GatewayConfig(
                         premise_id=premise.id,
@@ -79,7 +72,7 @@ class Runner:
                         interval_s=premise.eumd.interval_s if premise.eumd else 900,
                         portal_rating_w={ep.id: ep.rating_w() for ep in premise.portals},
                     ),
-                    link,
+                    parties.link(premise.id),
                     Outbox(":memory:"),
                 )
         self.pev_max_w = {v.id: v.max_w() for u in scenario.territory.utilities for v in u.pevs}
@@ -87,7 +80,6 @@ class Runner:
         self.events = events
         self.plugged: dict[str, Plugged] = {}
         self.drawn_wh: dict[str, int] = {}
-        self.plans_seen = dict.fromkeys(self.services, 0)  # newest plan version, per utility
 
     def run(self) -> RunResult:
         for event in self.events:
@@ -100,14 +92,11 @@ class Runner:
             self._unplug(session_id, last)
         self._flush()
         undelivered = sum(len(g.outbox) for g in self.gateways.values())
-        bills = []
-        with self.engine.begin() as conn:
-            for utility in self.scenario.territory.utilities:
-                for cycle in cycles_with_charges(conn, utility.id):
-                    bills += issue_cycle(conn, utility, cycle, self.clock())
+        bills, settlement = self.parties.close_period(self.clock())
         return RunResult(
-            sessions=session_rows(self.engine),
-            bills=[bill_json(b) for b in bills],
+            sessions=self.parties.sessions(),
+            bills=bills,
+            settlement=settlement,
             undelivered=undelivered,
             dead_letters=[d for g in self.gateways.values() for d in g.outbox.dead_letters()],
             drawn_wh=self.drawn_wh,
@@ -116,6 +105,7 @@ class Runner:
     def _advance(self, to: datetime) -> None:
         """Close every EUMD interval that ends by `to`."""
         self.clock.set(to)
+        self.parties.set_clock(to)
         for session_id, p in self.plugged.items():
             step = timedelta(seconds=p.gateway.config.interval_s)
             if p.replay:
@@ -139,9 +129,9 @@ class Runner:
         elif event.plug_out is not None:
             self._unplug(event.plug_out.session, at)
         elif event.comms_down is not None:
-            self.links[event.comms_down.premise].up = False
+            self.parties.set_comms(event.comms_down.premise, up=False)
         elif event.comms_up is not None:
-            self.links[event.comms_up.premise].up = True
+            self.parties.set_comms(event.comms_up.premise, up=True)
         elif event.eumd_down is not None:
             self.gateways[event.eumd_down.premise].eumd_available = False
             for p in self.plugged.values():
@@ -152,7 +142,8 @@ class Runner:
             gateway.eumd_available = gateway.config.eumd_id is not None
         elif event.load_control is not None:
             lc = event.load_control
-            self.services[lc.utility].declare_event(
+            self.parties.declare_event(
+                lc.utility,
                 LoadControlNotice(
                     event_id=lc.id,
                     feeder_id=lc.feeder,
@@ -160,7 +151,7 @@ class Runner:
                     end_at=lc.end,
                     cap_w=None if lc.cap_kw is None else int(lc.cap_kw * 1000),
                     curtail_pct=lc.curtail_pct,
-                )
+                ),
             )
         elif event.readings is not None:
             r = event.readings
@@ -191,7 +182,9 @@ class Runner:
                 departure_at=spec.request.departure,
                 preference=spec.request.preference,
             )
-        active = gateway.plug_in(spec.session, portal_id, spec.pev, at, request)
+        active = gateway.plug_in(
+            spec.session, portal_id, spec.pev, at, request, billing_option=spec.billing_option
+        )
         if active.available is not None:
             draw = Draw.scheduled(at, need_wh, active.available)
         else:
@@ -221,10 +214,8 @@ class Runner:
     def _follow_plans(self) -> None:
         """Gateways pull re-planned schedules; their vehicles switch from the plan's instant."""
         for utility in self.scenario.territory.utilities:
-            latest = self.services[utility.id].latest_schedule_version()
-            if latest <= self.plans_seen[utility.id]:
+            if not self.parties.plans_changed(utility.id):
                 continue
-            self.plans_seen[utility.id] = latest
             for premise in utility.premises:
                 gateway = self.gateways[premise.id]
                 for update in gateway.poll_schedules():
@@ -237,19 +228,24 @@ class Runner:
         for gateway in self.gateways.values():
             if len(gateway.outbox):
                 gateway.flush()
+        self.parties.deliver()
 
 
-def session_rows(engine: Engine) -> list[dict[str, Any]]:
-    """The `sessions[]` of the JSON contract, from what the utilities recorded."""
+def session_rows(engine: Engine, *, with_start: bool = False) -> list[dict[str, Any]]:
+    """The `sessions[]` of the JSON contract, from what the utilities recorded, in plug-in
+    order (``with_start``: each row also has ``_start``, to merge several databases)."""
+    # What the utility where the PEV charged rated (a roaming session's posting at the home
+    # utility has the same premise and session ids, and is reported with the bills).
     priced = (
         select(
+            s.charges.c.utility_id,
             s.charges.c.premise_id,
             s.charges.c.session_id,
             func.sum(s.charges.c.energy_wh).label("energy_wh"),
             func.count().label("lines"),
         )
         .where(s.charges.c.session_id.is_not(None))
-        .group_by(s.charges.c.premise_id, s.charges.c.session_id)
+        .group_by(s.charges.c.utility_id, s.charges.c.premise_id, s.charges.c.session_id)
         .subquery()
     )
     with engine.connect() as conn:
@@ -258,19 +254,23 @@ def session_rows(engine: Engine) -> list[dict[str, Any]]:
             .join(s.utilities, s.utilities.c.id == s.sessions.c.utility_id)
             .outerjoin(
                 priced,
-                (priced.c.premise_id == s.sessions.c.premise_id)
+                (priced.c.utility_id == s.sessions.c.utility_id)
+                & (priced.c.premise_id == s.sessions.c.premise_id)
                 & (priced.c.session_id == s.sessions.c.session_id),
             )
             .order_by(s.sessions.c.plugged_in_at, s.sessions.c.session_id)
         ).mappings()
         # Amounts are summed in Python: SQLite keeps them as text, and SUM would use floats.
-        amounts: dict[tuple[str, str], Decimal] = {}
-        for premise_id, session_id, amount in conn.execute(
-            select(s.charges.c.premise_id, s.charges.c.session_id, s.charges.c.amount).where(
-                s.charges.c.session_id.is_not(None)
-            )
+        amounts: dict[tuple[str, str, str], Decimal] = {}
+        for utility_id, premise_id, session_id, amount in conn.execute(
+            select(
+                s.charges.c.utility_id,
+                s.charges.c.premise_id,
+                s.charges.c.session_id,
+                s.charges.c.amount,
+            ).where(s.charges.c.session_id.is_not(None))
         ):
-            key = (premise_id, session_id)
+            key = (utility_id, premise_id, session_id)
             amounts[key] = amounts.get(key, Decimal(0)) + amount
         return [
             {
@@ -285,10 +285,15 @@ def session_rows(engine: Engine) -> list[dict[str, Any]]:
                 "payer_account": r["payer_account"],
                 "tariff": r["tariff_id"],
                 "energy_wh": int(r["energy_wh"] or 0),
-                "amount": str(amounts.get((r["premise_id"], r["session_id"]), Decimal("0.00"))),
+                "amount": str(
+                    amounts.get(
+                        (r["utility_id"], r["premise_id"], r["session_id"]), Decimal("0.00")
+                    )
+                ),
                 "currency": r["currency"],
                 "fallback_reason": r["fallback_reason"],
                 "why": r["why"],
             }
+            | ({"_start": r["plugged_in_at"]} if with_start else {})
             for r in rows
         ]

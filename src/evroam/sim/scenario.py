@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from evroam.core.clock import ensure_utc
-from evroam.core.messages import Preference
+from evroam.core.messages import BillingOption, Preference
 from evroam.core.tariffs import Strict
 from evroam.territory.loader import (
     TerritoryFileError,
@@ -40,6 +40,8 @@ class PlugIn(Strict):
     pev: Id | None = None  # None: a non-communicating PEV
     pev_max_kw: Annotated[Decimal, Field(gt=0)] = Decimal("7.2")  # for PEVs not in the registry
     request: Request | None = None
+    # a PEV from another utility: how its owner chose to be billed (seed 1.6.4)
+    billing_option: BillingOption | None = None
 
 
 class SessionRef(Strict):

@@ -7,15 +7,18 @@ premise. Refusals carry pydantic-style detail naming the field and the value.
 # No `from __future__ import annotations` here: FastAPI reads the dependency annotations at
 # run time, and the gateway-premise alias is local to create_app.
 import secrets
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from evroam.clearinghouse import ocpi
+from evroam.core.clock import FixedClock
 from evroam.core.messages import (
     BindRequest,
     BindResult,
@@ -25,7 +28,9 @@ from evroam.core.messages import (
     LoadControlNotice,
     ScheduleUpdates,
     SessionReport,
+    UtcInstant,
 )
+from evroam.utility.bill_store import bill_json
 from evroam.utility.errors import Refused
 from evroam.utility.service import SCHEDULE_PAGE, UtilityService
 
@@ -43,8 +48,30 @@ class Recorded(BaseModel):
     status: str = "recorded"
 
 
-def create_app(service: UtilityService, operator_token: str | None = None) -> FastAPI:
-    """The utility's HTTP API. Operator routes exist only when an operator token is given."""
+class TokenRequest(BaseModel):
+    premise_id: str
+
+
+class TokenIssued(BaseModel):
+    premise_id: str
+    token: str
+
+
+class ClockSetting(BaseModel):
+    now: UtcInstant
+
+
+def create_app(
+    service: UtilityService,
+    operator_token: str | None = None,
+    *,
+    clearinghouse_token: Callable[[], str | None] | None = None,
+    sim_clock: FixedClock | None = None,
+) -> FastAPI:
+    """The utility's HTTP API. Operator routes exist only when an operator token is given;
+    the clearinghouse posts roaming charges with the token this utility gave it at
+    registration (``clearinghouse_token``); ``sim_clock`` lets the operator set the clock
+    (simulations only, `evroam demo --processes`)."""
     app = FastAPI(
         title=f"evroam utility {service.utility_id}",
         version="1",
@@ -82,6 +109,33 @@ def create_app(service: UtilityService, operator_token: str | None = None) -> Fa
         and their gateways pick up the new schedules. Idempotent by event id."""
         service.declare_event(notice)
         return notice
+
+    @app.post("/v1/operator/gateway-tokens", status_code=201, dependencies=[Depends(operator)])
+    def gateway_token(request: TokenRequest) -> TokenIssued:
+        """A new bearer token for a premise's gateway; the previous one stops working."""
+        token = service.issue_gateway_token(request.premise_id)
+        return TokenIssued(premise_id=request.premise_id, token=token)
+
+    @app.post("/v1/operator/bills", dependencies=[Depends(operator)])
+    def bill_run_all() -> Any:
+        """Issue the bills of every cycle with charges (idempotent)."""
+        return [bill_json(b) for b in service.issue_bills()]
+
+    @app.post("/v1/operator/bills/{cycle}", dependencies=[Depends(operator)])
+    def bill_run(cycle: Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]) -> Any:
+        """Issue the cycle's bills (idempotent: a second run issues nothing new)."""
+        return [bill_json(b) for b in service.issue_bills(cycle)]
+
+    if sim_clock is not None:
+
+        @app.put("/v1/operator/clock", dependencies=[Depends(operator)])
+        def set_clock(body: ClockSetting) -> ClockSetting:
+            """Move the simulated clock (a scenario run through separate processes)."""
+            sim_clock.set(body.now)
+            return ClockSetting(now=sim_clock())
+
+    if clearinghouse_token is not None:
+        install_cdr_receiver(app, service, clearinghouse_token)
 
     @app.exception_handler(Refused)
     async def refused(_: Request, err: Refused) -> JSONResponse:
@@ -138,6 +192,36 @@ def create_app(service: UtilityService, operator_token: str | None = None) -> Fa
         return Recorded(session_id=report.session_id)
 
     return app
+
+
+def install_cdr_receiver(
+    app: FastAPI, service: UtilityService, expected: Callable[[], str | None]
+) -> None:
+    """OCPI 2.2.1 CDRs receiver: the clearinghouse posts roaming charge transactions for
+    this utility's PEVs; each is put on the owner's account and acknowledged with what the
+    customer was billed. Answers in the OCPI envelope."""
+
+    @app.post("/ocpi/2.2.1/cdrs")
+    async def receive_cdr(request: Request) -> JSONResponse:
+        token = expected()
+        now = service.clock()
+        given = ocpi.presented_tokens(request.headers.get("authorization"))
+        if token is None or not any(
+            secrets.compare_digest(g.encode(), token.encode()) for g in given
+        ):
+            return JSONResponse(
+                ocpi.envelope(None, now, ocpi.CLIENT_ERROR, "unknown or missing token"), 401
+            )
+        try:
+            tx = ocpi.from_cdr(ocpi.parse_json(await request.body()))
+            ack = await run_in_threadpool(service.post_roaming_transaction, tx)
+        except Refused as err:
+            return JSONResponse(
+                ocpi.envelope(None, now, ocpi.INVALID_PARAMETERS, str(err)), err.status
+            )
+        except ValueError as err:
+            return JSONResponse(ocpi.envelope(None, now, ocpi.INVALID_PARAMETERS, str(err)), 400)
+        return JSONResponse(ocpi.envelope(ack.model_dump(mode="json"), now))
 
 
 def _jsonable(value: Any) -> Any:

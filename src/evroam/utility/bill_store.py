@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 
 from evroam.db import schema as s
 from evroam.db.bulk import bulk_insert, bulk_set, select_rows
@@ -113,6 +113,7 @@ def _unbilled(
             c.c.premise_id,
             c.c.kind,
             sess.c.case,
+            c.c.origin,
         )
         .select_from(
             c.outerjoin(
@@ -120,17 +121,27 @@ def _unbilled(
                 (sess.c.premise_id == c.c.premise_id) & (sess.c.session_id == c.c.session_id),
             )
         )
-        .where(c.c.utility_id == utility_id, c.c.bill_id.is_(None), c.c.cycle <= cycle)
+        .where(
+            c.c.utility_id == utility_id,
+            c.c.bill_id.is_(None),
+            c.c.cycle <= cycle,
+            # a roaming utility's claims go to the clearinghouse, not on a bill of its own
+            or_(sess.c.case.is_(None), sess.c.case != "roaming", c.c.kind == "roaming"),
+        )
         .order_by(c.c.id),
     )
     out: dict[str, tuple[list[int], list[LedgerEntry]]] = {}
     new = tuple.__new__
-    for account, charge_id, *line, kind, case in rows:
+    for account, charge_id, *line, kind, case, origin in rows:
         mine = out.get(account)
         if mine is None:
             mine = out[account] = ([], [])
         mine[0].append(charge_id)
-        mine[1].append(new(LedgerEntry, (*line, case or kind, None)))
+        if kind == "roaming":  # posted from another utility: name it beside the premise
+            where = f"{line[-1]} ({origin})" if origin else None
+            mine[1].append(new(LedgerEntry, (*line, "roaming", where)))
+        else:
+            mine[1].append(new(LedgerEntry, (*line, case or kind, None)))
     return out
 
 

@@ -486,8 +486,13 @@ def allocate_feeder(
     slot_s: int = DEFAULT_SLOT_S,
     *,
     feeder_id: str | None = None,
+    kept: Iterable[Iterable[ScheduleSlot]] = (),
 ) -> FeederAllocation:
     """Share a feeder's capacity among its PEVs (active load management), one LP with HiGHS.
+
+    ``kept``: schedules that stay in force (promises a re-plan keeps as they are); the feeder
+    serves them first, and ``sessions`` share what they leave in each slot (see
+    ``kept_plans_fit``).
 
     Variables p[i,t] (kW) in [0, min(max_w_i, event caps)] for the slots each PEV is plugged in;
     rows: sum_t p[i,t] * h[i,t] + short_i = need_i per PEV, sum_i p[i,t] <= cap_t
@@ -517,6 +522,8 @@ def allocate_feeder(
     ends = np.array([b[1] for b in bounds], dtype=np.int64)
     scoped = [e for e in events if e.applies_to(feeder_id)]
     feeder_caps, _ = _event_limits(bounds, capacity_w, [e for e in scoped if e.cap_w is None])
+    kept_w = _load_per_slot(bounds, [tuple(schedule) for schedule in kept])
+    feeder_caps = [max(cap - load, 0) for cap, load in zip(feeder_caps, kept_w, strict=True)]
 
     price_cache: dict[int, FloatArray] = {}
 
@@ -669,6 +676,61 @@ def allocate_feeder(
     return allocation
 
 
+def _load_per_slot(
+    bounds: Sequence[tuple[int, int]], schedules: Sequence[Sequence[ScheduleSlot]]
+) -> list[int]:
+    """Per slot [start, end): the highest total power the schedules draw at any instant."""
+    pieces = [
+        (_epoch_down(item.start_at), _epoch_down(item.end_at), item.power_w)
+        for schedule in schedules
+        for item in schedule
+        if item.power_w > 0
+    ]
+    load: list[int] = []
+    for start, end in bounds:
+        inside = [
+            (max(lo, start), min(hi, end), w) for lo, hi, w in pieces if lo < end and start < hi
+        ]
+        load.append(
+            max(
+                (sum(w for lo, hi, w in inside if lo <= at < hi) for at, _, _ in inside),
+                default=0,
+            )
+        )
+    return load
+
+
+def kept_plans_fit(
+    now: datetime,
+    kept: Sequence[tuple[Sequence[ScheduleSlot], int]],
+    capacity_w: int,
+    events: Iterable[LoadControlEvent] = (),
+    slot_s: int = DEFAULT_SLOT_S,
+    *,
+    feeder_id: str | None = None,
+) -> bool:
+    """Whether plans in force, as (schedule, PEV max W), still fit the feeder from ``now``:
+    together within its capacity (less curtailments) and each within its PEV's own limit
+    under every event, in every slot, as ``allocate_feeder`` would plan them."""
+    _check_slot_s(slot_s)
+    start_s = _epoch_up(now)
+    end_s = max(
+        (_epoch_down(item.end_at) for schedule, _ in kept for item in schedule), default=start_s
+    )
+    bounds = slot_bounds(start_s, end_s, slot_s) if end_s > start_s else []
+    scoped = [e for e in events if e.applies_to(feeder_id)]
+    caps, _ = _event_limits(bounds, capacity_w, [e for e in scoped if e.cap_w is None])
+    total = _load_per_slot(bounds, [schedule for schedule, _ in kept])
+    if any(load > cap for load, cap in zip(total, caps, strict=True)):
+        return False
+    for schedule, max_w in kept:
+        limits, _ = _event_limits(bounds, max_w, scoped)
+        own = _load_per_slot(bounds, [schedule])
+        if any(load > limit for load, limit in zip(own, limits, strict=True)):
+            return False
+    return True
+
+
 def _round_to_need(
     powers: IntArray,
     seconds: IntArray,
@@ -753,18 +815,42 @@ def _solve_lp_or_none(
     lp.a_matrix_.index_ = index
     lp.a_matrix_.value_ = value
     solver = _new_solver()
-    solver.setOptionValue("output_flag", False)
-    # Measured on the bench: presolve costs more than it saves on this transport-like LP.
-    solver.setOptionValue("presolve", "off")
     solver.passModel(lp)
-    solver.run()
-    status = solver.getModelStatus()
-    if no_short is not None and status == highspy.HighsModelStatus.kInfeasible:
-        return None
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise RuntimeError(f"feeder LP ended {solver.modelStatusToString(status)}")
-    values = np.asarray(solver.getSolution().col_value, dtype=float)
-    return values[:n_p], values[n_p:]
+    ended: list[str] = []
+    for options in _LP_ATTEMPTS:
+        # Each attempt from scratch: its own options only, no basis left by the one before.
+        solver.resetOptions()
+        solver.clearSolver()
+        solver.setOptionValue("output_flag", False)
+        for name, setting in options.items():
+            solver.setOptionValue(name, setting)
+        solver.run()
+        status = solver.getModelStatus()
+        if status == highspy.HighsModelStatus.kOptimal:
+            values = np.asarray(solver.getSolution().col_value, dtype=float)
+            return values[:n_p], values[n_p:]
+        if no_short is not None and status == highspy.HighsModelStatus.kInfeasible:
+            return None
+        ended.append(solver.modelStatusToString(status))
+    raise RuntimeError(f"feeder LP ended {' / '.join(ended)}")  # one status per way tried
+
+
+# How the feeder LP is solved, in order; the next way only when the last did not end optimal.
+# Measured on the bench: presolve costs more than it saves on this transport-like LP, so the
+# first way goes without it. The costs mix a price level (~1e4 per kWh), a shortfall penalty
+# (~1e7) and an earliness tie-break worth ~1e-2 per cell. The dual simplex perturbs every cost
+# by (1 + random) * (|cost| + 1) * 5e-7 * max|cost| ** 0.25, here ~2e-5 of the cost: 0.1 to 0.8
+# on a price cell, far more than the tie-break. Taking the perturbation back leaves dual
+# infeasibilities of tie-break size; when the primal clean-up's last pivot is refused as
+# numerically bad ("taboo"), HiGHS ends "Unknown" with a feasible point a tie-break short of
+# optimal. Presolve changes the path; no cost perturbation removes the cause; the interior
+# point method (then crossover) does not perturb costs.
+_LP_ATTEMPTS: tuple[dict[str, Any], ...] = (
+    {"presolve": "off"},
+    {"presolve": "on"},
+    {"presolve": "off", "dual_simplex_cost_perturbation_multiplier": 0.0},
+    {"presolve": "on", "solver": "ipm", "run_crossover": "on"},
+)
 
 
 _banner_lock = threading.Lock()

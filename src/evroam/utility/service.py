@@ -9,6 +9,7 @@ with different content it is refused.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +20,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from evroam.clearinghouse.messages import (
+    AuthorizationRequest,
+    ChargePeriod,
+    ChargeTransaction,
+    PostingAck,
+    RoamingToken,
+)
+from evroam.clearinghouse.ports import ClearinghouseLink, NoRecord, Unavailable
 from evroam.core.clock import Clock, is_aligned
 from evroam.core.messages import (
     BindRequest,
@@ -37,15 +47,18 @@ from evroam.core.rating import RatingContext, price_at
 from evroam.db import schema as s
 from evroam.territory.model import Premise, Program
 from evroam.territory.store import read_territory
+from evroam.utility.bill_store import cycles_with_charges, issue_cycle
+from evroam.utility.billing import Bill
 from evroam.utility.cycles import cycle_of
 from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
 from evroam.utility.events import participation
 from evroam.utility.ledger import held_lines
-from evroam.utility.payer import Conditions, PayerDecision, decide
+from evroam.utility.payer import Conditions, PayerDecision, Roaming, decide
 from evroam.utility.planning import (
     FeederSession,
     LoadControlEvent,
     allocate_feeder,
+    kept_plans_fit,
     plan_request,
     resolve_preference,
     unmanaged_schedule,
@@ -54,6 +67,8 @@ from evroam.utility.prices import published_prices
 from evroam.utility.rate_session import SessionRater, ledger_changes
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.registry import Registry
+
+log = logging.getLogger(__name__)
 
 # A reading may start this far after the utility's clock (gateway clocks drift).
 CLOCK_SKEW = timedelta(minutes=5)
@@ -81,6 +96,7 @@ class UtilityService:
         random_delay_max_s: int = 600,
         rng_seed: int | str = 0,
         alm_share: Decimal = Decimal(1),
+        clearinghouse: ClearinghouseLink | None = None,
     ) -> None:
         self.engine = engine
         self.utility_id = utility_id
@@ -93,6 +109,9 @@ class UtilityService:
         if not Decimal(0) <= alm_share <= Decimal(1):
             raise ValueError(f"alm_share must be within 0..1, got {alm_share}")
         self.alm_share = alm_share
+        # Where PEVs of other utilities are confirmed and roaming claims sent (seed 1.6.4).
+        self.clearinghouse = clearinghouse
+        self._claims_waiting = True  # claims may be left unsent by an earlier process
         self._registry: Registry | None = None
         self._rater: SessionRater | None = None
         self._tokens: dict[str, tuple[str, float]] = {}  # digest -> (premise, valid until)
@@ -175,35 +194,79 @@ class UtilityService:
 
     def bind(self, gateway_premise: str, request: BindRequest, eumd_ok: bool = True) -> BindResult:
         premise = self._premise(gateway_premise, request.premise_id)
+        with self.engine.connect() as conn:
+            existing = self._session(conn, premise.id, request.session_id)
+        if existing is not None:
+            return _same_bind(existing, request)
         registry = self.registry()
         at = registry.portals.get(request.portal_id)
         pev = registry.pevs.get(request.pev_id) if request.pev_id else None
-        decision = decide(
-            registry.utility,
-            premise,
-            pev,
-            Conditions(
-                pev_id=request.pev_id,
-                eumd_ok=eumd_ok,
-                portal_at_premise=at is not None and at[0].id == premise.id,
-            ),
+        seen = Conditions(
+            pev_id=request.pev_id,
+            eumd_ok=eumd_ok,
+            portal_at_premise=at is not None and at[0].id == premise.id,
         )
-        with self.engine.begin() as conn:
-            existing = self._session(conn, premise.id, request.session_id)
-            if existing is not None:
-                same = (existing["pev_id"], existing["portal_id"], existing["plugged_in_at"]) == (
-                    request.pev_id,
-                    request.portal_id,
-                    request.plugged_in_at,
-                )
-                if not same:
-                    raise Conflict(
-                        "session_id", request.session_id, "already bound with other content"
-                    )
-                return _bind_result(existing)
-            row = self._session_row(premise, request, decision)
-            conn.execute(insert(s.sessions).values(row))
+        roaming, reference = None, None
+        if pev is None and request.pev_id and seen.portal_at_premise:
+            roaming, reference, answered = self._ask_clearinghouse(premise.id, request)
+            seen = Conditions(
+                pev_id=seen.pev_id,
+                eumd_ok=eumd_ok,
+                portal_at_premise=True,
+                clearinghouse_ok=answered,
+                clearinghouse_asked=self.clearinghouse is not None,
+            )
+        decision = decide(registry.utility, premise, pev, seen, roaming)
+        row = self._session_row(premise, request, decision)
+        if decision.case == "roaming" and roaming is not None:
+            row |= {
+                "home_utility": roaming.home_utility,
+                "billing_option": roaming.billing_option,
+                "authorization_reference": reference,
+            }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(s.sessions).values(row))
+        except IntegrityError:
+            # A retry raced the first bind: the stored session is the answer.
+            with self.engine.connect() as conn:
+                existing = self._session(conn, premise.id, request.session_id)
+            if existing is None:
+                raise
+            return _same_bind(existing, request)
         return _bind_result(row)
+
+    def _ask_clearinghouse(
+        self, premise_id: str, request: BindRequest
+    ) -> tuple[Roaming | None, str | None, bool]:
+        """Is this unknown PEV enrolled with another utility? (roaming, reference, answered).
+
+        No record, or a PEV its home utility does not allow, is scenario 5 (not a failure);
+        no answer in time is a fallback, and the session says so."""
+        if self.clearinghouse is None or request.pev_id is None:
+            return None, None, True
+        try:
+            info = self.clearinghouse.authorize(
+                AuthorizationRequest(
+                    pev_id=request.pev_id,
+                    premise_id=premise_id,
+                    roaming_utility=self.utility_id,
+                    session_id=request.session_id,
+                )
+            )
+        except NoRecord:
+            return None, None, True
+        except Unavailable:
+            return None, None, False
+        if info.allowed != "ALLOWED" or not info.billing_options:
+            return None, None, True
+        wanted = request.billing_option or "home_program"
+        option = wanted if wanted in info.billing_options else info.billing_options[0]
+        return (
+            Roaming(info.home_utility, info.account_id, info.program_id, option),
+            info.authorization_reference,
+            True,
+        )
 
     def _session_row(
         self, premise: Premise, request: BindRequest, decision: PayerDecision
@@ -423,14 +486,40 @@ class UtilityService:
             return {}
         last = max(r.departure_at for _, r, _ in planned)
         events = self._events(conn, feeder_id, now, last)
+        capacity_w = self.feeder_capacity_w(feeder_id)
         allocation = allocate_feeder(
-            now,
-            [f for _, _, f in planned],
-            self.feeder_capacity_w(feeder_id),
-            events,
-            feeder_id=feeder_id,
+            now, [f for _, _, f in planned], capacity_w, events, feeder_id=feeder_id
         )
         plans: dict[tuple[str, str], EnergyAvailable] = {}
+        # Re-cutting the plans at a mid-slot instant floors every PEV's Wh afresh (the part
+        # slot, the Wh already drawn); on a feeder saturated to the watt through their stays
+        # that can leave a promise a few Wh short although the plans in force keep it. Then
+        # the plans in force that keep their promise stay as they are, and the other sessions
+        # share what they leave: a re-plan never breaks a promise the feeder is keeping.
+        keep = [
+            (key, item)
+            for row, request, item in planned
+            for key in [(row["premise_id"], row["session_id"])]
+            if item.committed
+            and _keeps_promise(
+                history.get(key, []), *metered.get(key, (0, None)), row["plugged_in_at"], request
+            )
+        ]
+        if any(allocation.shortfall_wh[item.session_id] > 0 for _, item in keep):
+            kept = [(history[key][-1][1].schedule, item.max_w) for key, item in keep]
+            if kept_plans_fit(now, kept, capacity_w, events, feeder_id=feeder_id):
+                plans = {key: history[key][-1][1] for key, _ in keep}
+                planned = [
+                    p for p in planned if (p[0]["premise_id"], p[0]["session_id"]) not in plans
+                ]
+                allocation = allocate_feeder(
+                    now,
+                    [f for _, _, f in planned],
+                    capacity_w,
+                    events,
+                    feeder_id=feeder_id,
+                    kept=[schedule for schedule, _ in kept],
+                )
         for row, _, item in planned:
             key = (row["premise_id"], row["session_id"])
             answer = allocation.energy_available(item.session_id).model_copy(
@@ -610,6 +699,7 @@ class UtilityService:
                 ).mappings()
                 for session in closed:
                     self._rate(conn, dict(session))  # late data: append the adjustment
+        self.send_claims()
         return ReadingsAck(accepted=len(inserted), duplicates=len(rows) - len(inserted))
 
     # --- session report (seed: "ESI communicates results to Utility") ---------------------
@@ -655,11 +745,20 @@ class UtilityService:
                 conn.execute(insert(s.sessions).values(session))
             elif not report.metered and session["bound"]:
                 # The EUMD failed during the session: 1.4.1, premise pays at its default.
+                roaming = None
+                if session["case"] == "roaming":
+                    roaming = Roaming(
+                        session["home_utility"],
+                        session["payer_account"],
+                        session["program_id"],
+                        session["billing_option"],
+                    )
                 decision = decide(
                     self.registry().utility,
                     premise,
                     self.registry().pevs.get(report.pev_id or ""),
                     Conditions(pev_id=report.pev_id, eumd_ok=False),
+                    roaming,
                 )
                 session |= _decision_columns(decision)
             closing = {
@@ -682,6 +781,7 @@ class UtilityService:
             feeder = self._alm_feeder(session)
             if feeder is not None:  # its share of the feeder is free for the others
                 self._replan_feeder(conn, feeder, self.clock(), f"departure of {report.session_id}")
+        self.send_claims()
 
     # --- load-control events (seed: Direct Load Control) ----------------------------------
 
@@ -818,7 +918,10 @@ class UtilityService:
         owed = self._rater.lines(intervals, session["tariff_id"])
         key = (session["premise_id"], session["session_id"])
         have = held_lines(
-            conn, (s.charges.c.premise_id == key[0]) & (s.charges.c.session_id == key[1])
+            conn,
+            (s.charges.c.utility_id == self.utility_id)
+            & (s.charges.c.premise_id == key[0])
+            & (s.charges.c.session_id == key[1]),
         ).get(key, {})
         now = self.clock()
         new_rows = [
@@ -843,6 +946,260 @@ class UtilityService:
         ]
         if new_rows:
             conn.execute(insert(s.charges), new_rows)
+        if session["case"] == "roaming" and (new_rows or not self._claimed(conn, session)):
+            self._claim(conn, session, intervals)
+
+    # --- billing ----------------------------------------------------------------------------
+
+    def issue_bills(self, cycle: str | None = None) -> list[Bill]:
+        """Issue the cycle's bills of this utility, or of every cycle with charges when None
+        (idempotent: bills already issued stay as they are)."""
+        self.send_claims()
+        utility = self.registry().utility
+        with self.engine.begin() as conn:
+            cycles = [cycle] if cycle else cycles_with_charges(conn, self.utility_id)
+            return [b for c in cycles for b in issue_cycle(conn, utility, c, self.clock())]
+
+    # --- roaming (seed 1.6.4): claims as the roaming utility, postings as the home one ------
+
+    @staticmethod
+    def _claimed(conn: Connection, session: dict[str, Any]) -> bool:
+        table = s.roaming_claims
+        return (
+            conn.execute(
+                select(table.c.id).where(
+                    table.c.premise_id == session["premise_id"],
+                    table.c.session_id == session["session_id"],
+                )
+            ).first()
+            is not None
+        )
+
+    def _claim(
+        self, conn: Connection, session: dict[str, Any], intervals: Sequence[tuple[Any, int, int]]
+    ) -> None:
+        """Queue a charge transaction for what the roaming session's ledger gained since the
+        last one: the first claims it all, a later one (late readings) the difference, a
+        negative difference as a credit naming the first. Sent after the commit."""
+        table, c = s.roaming_claims, s.charges
+        key = (session["premise_id"], session["session_id"])
+        held_wh, held_amount = 0, Decimal(0)
+        for wh, amount in conn.execute(
+            select(c.c.energy_wh, c.c.amount).where(
+                c.c.utility_id == self.utility_id,
+                c.c.premise_id == key[0],
+                c.c.session_id == key[1],
+            )
+        ):
+            held_wh, held_amount = held_wh + wh, held_amount + amount
+        sent = conn.execute(
+            select(table.c.seq, table.c.energy_wh, table.c.amount, table.c.id)
+            .where(table.c.premise_id == key[0], table.c.session_id == key[1])
+            .order_by(table.c.seq)
+        ).all()
+        wh = held_wh - sum(r[1] for r in sent)
+        amount = held_amount - sum((r[2] for r in sent), Decimal(0))
+        if sent and wh == 0 and amount == 0:
+            return
+        seq = len(sent) + 1
+        credit = amount < 0 or (amount == 0 and wh < 0)
+        utility = self.registry().utility
+        tx = ChargeTransaction(
+            id=f"{self.utility_id}:{key[0]}:{key[1]}:{seq:04d}",
+            roaming_utility=self.utility_id,
+            roaming_utility_name=utility.name,
+            home_utility=session["home_utility"],
+            authorization_reference=session["authorization_reference"],
+            pev_id=session["pev_id"],
+            premise_id=key[0],
+            session_id=key[1],
+            billing_option=session["billing_option"],
+            start_at=session["plugged_in_at"],
+            end_at=session["ended_at"] or self.clock(),
+            energy_wh=abs(wh),
+            amount=abs(amount),
+            currency=utility.currency,
+            tariff_id=session["tariff_id"],
+            periods=tuple(
+                ChargePeriod(start_at=start, interval_s=seconds, energy_wh=e)
+                for start, seconds, e in intervals
+            ),
+            credit=credit,
+            credit_of=sent[0][3] if sent else None,
+        )
+        conn.execute(
+            insert(table).values(
+                id=tx.id,
+                utility_id=self.utility_id,
+                premise_id=key[0],
+                session_id=key[1],
+                seq=seq,
+                energy_wh=wh,
+                amount=amount,
+                body=tx.model_dump_json(),
+                created_at=self.clock(),
+            )
+        )
+        self._claims_waiting = True
+
+    def send_claims(self) -> int:
+        """Send queued charge transactions to the clearinghouse, oldest first; stops at the
+        first that cannot be delivered (kept for the next call). Returns how many went."""
+        if self.clearinghouse is None or not self._claims_waiting:
+            return 0
+        table = s.roaming_claims
+        with self.engine.connect() as conn:
+            pending = conn.execute(
+                select(table.c.id, table.c.body)
+                .where(table.c.utility_id == self.utility_id, table.c.sent_at.is_(None))
+                .order_by(table.c.created_at, table.c.id)
+            ).all()
+        sent = 0
+        for claim_id, body in pending:
+            try:
+                self.clearinghouse.send_transaction(ChargeTransaction.model_validate_json(body))
+            except Unavailable:
+                return sent
+            except Exception:
+                # Refused: kept, in order, for the operator; the message that rated the
+                # session has been applied and must not fail because of it.
+                log.exception("clearinghouse refused charge transaction %s", claim_id)
+                return sent
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(table).where(table.c.id == claim_id).values(sent_at=self.clock())
+                )
+            sent += 1
+        self._claims_waiting = False
+        return sent
+
+    def publish_roaming_tokens(self) -> int:
+        """Tell the clearinghouse which PEVs are enrolled here (the whole set, each time)."""
+        if self.clearinghouse is None:
+            return 0
+        now = self.clock()
+        tokens = [
+            RoamingToken(
+                pev_id=pev.id,
+                home_utility=self.utility_id,
+                account_id=pev.owner_account,
+                home_premise_id=pev.home_premise,
+                program_id=pev.program,
+                last_updated=now,
+            )
+            for pev in self.registry().pevs.values()
+            if pev.program is not None
+        ]
+        return self.clearinghouse.publish_tokens(tokens, replace=True)
+
+    def post_roaming_transaction(self, tx: ChargeTransaction) -> PostingAck:
+        """Put a roaming charge on the PEV owner's account (the clearinghouse forwards it).
+
+        As a guest, the customer pays the roaming utility's claim; on the home program, the
+        session's metered intervals (every one so far: a transaction carries them all) are
+        priced at the program's tariff, and what the account already holds for the session
+        is subtracted, exactly as late readings are at home. Idempotent by transaction id."""
+        registry = self.registry()
+        assert self._rater is not None
+        utility = registry.utility
+        if tx.home_utility != self.utility_id:
+            raise Forbidden("home_utility", tx.home_utility, f"this is {self.utility_id}")
+        pev = registry.pevs.get(tx.pev_id)
+        if pev is None or pev.program is None:
+            raise Invalid("pev_id", tx.pev_id, f"not a PEV enrolled with {self.utility_id}")
+        if tx.currency != utility.currency:
+            raise Invalid("currency", tx.currency, f"{self.utility_id} bills in {utility.currency}")
+        table, c = s.roaming_postings, s.charges
+        body = tx.model_dump_json()
+        now = self.clock()
+        with self.engine.begin() as conn:
+            held = (
+                conn.execute(select(table).where(table.c.transaction_id == tx.id))
+                .mappings()
+                .first()
+            )
+            if held is not None:
+                if ChargeTransaction.model_validate_json(held["body"]) != tx:
+                    raise Conflict("id", tx.id, "already posted with other content")
+                return PostingAck(
+                    transaction_id=tx.id,
+                    account_id=held["account_id"],
+                    billed_amount=held["billed_amount"],
+                    currency=held["currency"],
+                )
+            account = pev.owner_account
+            where = (
+                (c.c.utility_id == self.utility_id)
+                & (c.c.premise_id == tx.premise_id)
+                & (c.c.session_id == tx.session_id)
+            )
+            base = {
+                "utility_id": self.utility_id,
+                "account_id": account,
+                "premise_id": tx.premise_id,
+                "session_id": tx.session_id,
+                "kind": "roaming",
+                "currency": utility.currency,
+                "origin": tx.roaming_utility_name or tx.roaming_utility,
+                "created_at": now,
+            }
+            rows: list[dict[str, Any]] = []
+            if tx.billing_option == "guest":
+                first = conn.execute(select(func.min(c.c.id)).where(where)).scalar()
+                day = tx.end_at.astimezone(ZoneInfo(utility.time_zone)).date()
+                sign = -1 if tx.credit else 1
+                rows.append(
+                    base
+                    | {
+                        "cycle": cycle_of(day, utility.billing_cycle_day),
+                        "local_date": day,
+                        "label": "guest",
+                        "tariff_id": None,
+                        "price_per_kwh": None,
+                        "energy_wh": sign * tx.energy_wh,
+                        "amount": tx.signed_amount(),
+                        "corrects_id": first,
+                    }
+                )
+            else:
+                tariff = next(p for p in utility.programs if p.id == pev.program).tariff
+                owed = self._rater.lines(
+                    [(p.start_at, p.interval_s, p.energy_wh) for p in tx.periods], tariff
+                )
+                have = held_lines(conn, where).get((tx.premise_id, tx.session_id), {})
+                rows += [
+                    base
+                    | {
+                        "cycle": key[0],
+                        "local_date": key[1],
+                        "label": key[2],
+                        "tariff_id": key[3],
+                        "price_per_kwh": key[4],
+                        "energy_wh": wh,
+                        "amount": amount,
+                        "corrects_id": corrects,
+                    }
+                    for key, wh, amount, corrects in ledger_changes(owed, have)
+                ]
+            if rows:
+                conn.execute(insert(c), rows)
+            billed = sum((r["amount"] for r in rows), Decimal("0.00"))
+            conn.execute(
+                insert(table).values(
+                    transaction_id=tx.id,
+                    utility_id=self.utility_id,
+                    account_id=account,
+                    premise_id=tx.premise_id,
+                    session_id=tx.session_id,
+                    body=body,
+                    billed_amount=billed,
+                    currency=utility.currency,
+                    posted_at=now,
+                )
+            )
+        return PostingAck(
+            transaction_id=tx.id, account_id=account, billed_amount=billed, currency=tx.currency
+        )
 
 
 _DECISION = (
@@ -875,7 +1232,22 @@ def _bind_result(row: dict[str, Any]) -> BindResult:
         program_id=row["program_id"],
         fallback_reason=row["fallback_reason"],
         message=row["why"],
+        home_utility=row.get("home_utility"),
+        billing_option=row.get("billing_option"),
     )
+
+
+def _same_bind(existing: dict[str, Any], request: BindRequest) -> BindResult:
+    """A retried bind gets the stored answer; the same session id with other content is
+    refused."""
+    same = (existing["pev_id"], existing["portal_id"], existing["plugged_in_at"]) == (
+        request.pev_id,
+        request.portal_id,
+        request.plugged_in_at,
+    )
+    if not same:
+        raise Conflict("session_id", request.session_id, "already bound with other content")
+    return _bind_result(existing)
 
 
 def _session_intervals(conn: Connection, session: dict[str, Any]) -> list[tuple[Any, int, int]]:
@@ -943,17 +1315,44 @@ def delivered_wh(
     scheduled from the end of the last reading (each plan counts from its own instant until
     the next one). Never more than the PEV drew: the schedule part is floored once."""
     since = plugged_in_at if metered_until is None else max(metered_until, plugged_in_at)
+    return metered_wh + _planned_ws(versions, since, now) // 3600
+
+
+def _planned_ws(
+    versions: Sequence[tuple[datetime, EnergyAvailable]], since: datetime, until: datetime
+) -> int:
+    """Watt-seconds the plans in force schedule in [since, until): each version from its own
+    instant until the next one, the last one on."""
     ws = 0
     for index, (planned_at, available) in enumerate(versions):
-        until = versions[index + 1][0] if index + 1 < len(versions) else now
-        lo, hi = max(planned_at, since), min(until, now)
+        following = versions[index + 1][0] if index + 1 < len(versions) else until
+        lo, hi = max(planned_at, since), min(following, until)
         if hi <= lo:
             continue
         for slot in available.schedule:
             start, end = max(slot.start_at, lo), min(slot.end_at, hi)
             if end > start:
                 ws += slot.power_w * int((end - start).total_seconds())
-    return metered_wh + ws // 3600
+    return ws
+
+
+def _keeps_promise(
+    versions: Sequence[tuple[datetime, EnergyAvailable]],
+    metered_wh: int,
+    metered_until: datetime | None,
+    plugged_in_at: datetime,
+    request: EnergyRequest,
+) -> bool:
+    """Whether the plan in force still delivers the whole request: the readings so far show
+    the PEV drew what its plans scheduled, and the plans from plug-in to departure schedule
+    at least the request (exact watt-seconds, no flooring per slot or per re-plan)."""
+    if not versions or versions[-1][1].shortfall_reason is not None:
+        return False
+    if metered_until is not None and metered_wh < (
+        _planned_ws(versions, plugged_in_at, metered_until) // 3600
+    ):
+        return False
+    return _planned_ws(versions, plugged_in_at, request.departure_at) >= request.energy_wh * 3600
 
 
 def _profile(
