@@ -58,7 +58,8 @@ def test_upgrade_load_show_round_trip(tmp_path: Path, example_territory: Path) -
     assert loaded.exit_code == 0, loaded.output
     assert unwrapped(loaded.stdout) == unwrapped(
         "added: 16 accounts, 2 clearinghouse_members, 1 clearinghouses, 16 customers, "
-        "4 feeders, 11 pevs, 18 portals, 16 premises, 5 programs, 7 tariffs, 2 utilities"
+        "4 feeders, 11 pevs, 18 portals, 16 premises, 5 programs, 1 station_evses, 1 stations, "
+        "7 tariffs, 2 utilities"
     )
     assert loaded.stderr == ""
 

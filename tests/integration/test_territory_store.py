@@ -81,6 +81,9 @@ def test_example_reads_back_equal(engine: Engine, example_territory: Path) -> No
         "pevs": 11,
         "clearinghouses": 1,
         "clearinghouse_members": 2,
+        # Alice's OCPP station and its one EVSE
+        "stations": 1,
+        "station_evses": 1,
     }
     assert report.updated == {}
     assert report.removed == {}

@@ -119,6 +119,33 @@ class EnergyPortal(Strict):
         return int(self.max_kw * 1000)
 
 
+StationId = Annotated[
+    str, Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class StationEvse(Strict):
+    """An EVSE of an OCPP charging station and the energy portal it is.
+
+    ``id`` is the OCPP 2.0.1 evseId, and the OCPP 1.6 connectorId (1.6 numbers connectors,
+    each of which is an outlet of its own)."""
+
+    id: int = Field(ge=1, le=999)
+    portal: Id
+
+
+class Station(Strict):
+    """A charging station speaking OCPP to the utility: the premise's gateway (ESI + EVSE).
+
+    Its ``id`` is the identity in ``/ocpp/{id}``; ``password_sha256`` the SHA-256 (hex) of
+    its Basic-auth password (OCPP security profiles 1 and 2)."""
+
+    id: StationId
+    password_sha256: Sha256Hex | None = None
+    evses: tuple[StationEvse, ...] = Field(min_length=1)
+
+
 class Premise(Strict):
     id: Id
     account: Id
@@ -128,6 +155,7 @@ class Premise(Strict):
     eumd: Eumd | None = None
     visitors: Visitors = Visitors()
     portals: tuple[EnergyPortal, ...] = Field(min_length=1)
+    stations: tuple[Station, ...] = ()
 
 
 class Pev(Strict):

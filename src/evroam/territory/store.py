@@ -27,6 +27,8 @@ _ORDER: tuple[Table, ...] = (
     s.premises,
     s.portals,
     s.pevs,
+    s.stations,
+    s.station_evses,
 )
 
 
@@ -133,6 +135,14 @@ def _remove_missing(
 def _scope(table: Table, utility_id: str) -> Any:
     if "utility_id" in table.c:
         return table.c.utility_id == utility_id
+    if "station_id" in table.c:  # a station's EVSEs hang on the station
+        return table.c.station_id.in_(
+            select(s.stations.c.id).where(
+                s.stations.c.premise_id.in_(
+                    select(s.premises.c.id).where(s.premises.c.utility_id == utility_id)
+                )
+            )
+        )
     # portals hang on premises, which carry the utility
     return table.c.premise_id.in_(
         select(s.premises.c.id).where(s.premises.c.utility_id == utility_id)
@@ -236,6 +246,22 @@ def _utility_children(u: Utility) -> dict[str, list[dict[str, Any]]]:
             }
             for k, v in enumerate(u.pevs)
         ],
+        "stations": [
+            {
+                "id": st.id,
+                "premise_id": p.id,
+                "position": k,
+                "password_sha256": st.password_sha256,
+            }
+            for p in u.premises
+            for k, st in enumerate(p.stations)
+        ],
+        "station_evses": [
+            {"station_id": st.id, "evse_id": e.id, "portal_id": e.portal, "position": k}
+            for p in u.premises
+            for st in p.stations
+            for k, e in enumerate(st.evses)
+        ],
     }
 
 
@@ -268,6 +294,18 @@ def _utility_doc(conn: Connection, u: dict[str, Any]) -> dict[str, Any]:
     for ep in _rows(conn, s.portals, uid):
         portals.setdefault(ep["premise_id"], []).append(
             {"id": ep["id"], "type": ep["type"], "amps": ep["amps"], "max_kw": ep["max_kw"]}
+        )
+    evses: dict[str, list[dict[str, Any]]] = {}
+    for e in _rows(conn, s.station_evses, uid):
+        evses.setdefault(e["station_id"], []).append({"id": e["evse_id"], "portal": e["portal_id"]})
+    stations: dict[str, list[dict[str, Any]]] = {}
+    for st in _rows(conn, s.stations, uid):
+        stations.setdefault(st["premise_id"], []).append(
+            {
+                "id": st["id"],
+                "password_sha256": st["password_sha256"],
+                "evses": evses.get(st["id"], []),
+            }
         )
     accounts: dict[str, list[dict[str, Any]]] = {}
     for a in _rows(conn, s.accounts, uid):
@@ -317,6 +355,7 @@ def _utility_doc(conn: Connection, u: dict[str, Any]) -> dict[str, Any]:
                     else json.loads(p["permitted_pevs"]),
                 },
                 "portals": portals.get(p["id"], []),
+                "stations": stations.get(p["id"], []),
             }
             for p in _rows(conn, s.premises, uid)
         ],

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import holidays as holiday_calendars
 
 from evroam.core.tariffs import HourlyPriceTariff
-from evroam.territory.model import Territory, Utility
+from evroam.territory.model import Premise, Territory, Utility
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,13 @@ def problems(territory: Territory) -> list[Problem]:
         for i, u in enumerate(territory.utilities)
         for j, pr in enumerate(u.premises)
         if pr.eumd is not None
+    )
+    # A station's id is its identity on the wire (/ocpp/{id}): one station, one premise.
+    found += _duplicates(
+        (f"utilities[{i}].premises[{j}].stations[{k}].id", st.id)
+        for i, u in enumerate(territory.utilities)
+        for j, pr in enumerate(u.premises)
+        for k, st in enumerate(pr.stations)
     )
     all_pevs = {p.id for u in territory.utilities for p in u.pevs}
     for i, utility in enumerate(territory.utilities):
@@ -124,8 +131,37 @@ def _utility_problems(at: str, u: Utility, all_pevs: set[str]) -> list[Problem]:
                     )
             elif portal.max_kw is None:
                 found.append(Problem(f"{where}.max_kw", f"a {portal.type} needs max_kw"))
+        found += _station_problems(f"{at}.premises[{k}]", premise)
     for k, pev in enumerate(u.pevs):
         missing(f"pevs[{k}].owner_account", "account", pev.owner_account, accounts)
         missing(f"pevs[{k}].program", "program", pev.program, programs)
         missing(f"pevs[{k}].home_premise", "premise", pev.home_premise, premises)
+    return found
+
+
+def _station_problems(at: str, premise: Premise) -> list[Problem]:
+    """Each EVSE of a station is one of this premise's energy portals, and no portal is
+    claimed twice (its readings and sessions would belong to two EVSEs)."""
+    found: list[Problem] = []
+    portals = {p.id for p in premise.portals}
+    claimed: dict[str, str] = {}
+    for k, station in enumerate(premise.stations):
+        found += _duplicates(
+            (f"{at}.stations[{k}].evses[{m}].id", str(e.id)) for m, e in enumerate(station.evses)
+        )
+        for m, evse in enumerate(station.evses):
+            where = f"{at}.stations[{k}].evses[{m}].portal"
+            if evse.portal not in portals:
+                found.append(
+                    Problem(where, f"unknown energy portal {evse.portal!r} at this premise")
+                )
+            elif evse.portal in claimed:
+                found.append(
+                    Problem(
+                        where,
+                        f"portal {evse.portal!r} already taken (first at {claimed[evse.portal]})",
+                    )
+                )
+            else:
+                claimed[evse.portal] = where
     return found
