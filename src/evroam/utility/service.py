@@ -24,10 +24,8 @@ from sqlalchemy.exc import IntegrityError
 
 from evroam.clearinghouse.messages import (
     AuthorizationRequest,
-    ChargePeriod,
     ChargeTransaction,
     PostingAck,
-    RoamingToken,
 )
 from evroam.clearinghouse.ports import ClearinghouseLink, NoRecord, Unavailable
 from evroam.core.clock import Clock, is_aligned
@@ -47,6 +45,7 @@ from evroam.core.rating import RatingContext, price_at
 from evroam.db import schema as s
 from evroam.territory.model import Premise, Program
 from evroam.territory.store import read_territory
+from evroam.utility import roaming
 from evroam.utility.bill_store import cycles_with_charges, issue_cycle
 from evroam.utility.billing import Bill
 from evroam.utility.cycles import cycle_of
@@ -946,8 +945,9 @@ class UtilityService:
         ]
         if new_rows:
             conn.execute(insert(s.charges), new_rows)
-        if session["case"] == "roaming" and (new_rows or not self._claimed(conn, session)):
-            self._claim(conn, session, intervals)
+        if session["case"] == "roaming" and (new_rows or not roaming.claimed(conn, *key)):
+            queued = roaming.queue_claim(conn, self.registry().utility, session, intervals, now)
+            self._claims_waiting = self._claims_waiting or queued
 
     # --- billing ----------------------------------------------------------------------------
 
@@ -962,102 +962,16 @@ class UtilityService:
 
     # --- roaming (seed 1.6.4): claims as the roaming utility, postings as the home one ------
 
-    @staticmethod
-    def _claimed(conn: Connection, session: dict[str, Any]) -> bool:
-        table = s.roaming_claims
-        return (
-            conn.execute(
-                select(table.c.id).where(
-                    table.c.premise_id == session["premise_id"],
-                    table.c.session_id == session["session_id"],
-                )
-            ).first()
-            is not None
-        )
-
-    def _claim(
-        self, conn: Connection, session: dict[str, Any], intervals: Sequence[tuple[Any, int, int]]
-    ) -> None:
-        """Queue a charge transaction for what the roaming session's ledger gained since the
-        last one: the first claims it all, a later one (late readings) the difference, a
-        negative difference as a credit naming the first. Sent after the commit."""
-        table, c = s.roaming_claims, s.charges
-        key = (session["premise_id"], session["session_id"])
-        held_wh, held_amount = 0, Decimal(0)
-        for wh, amount in conn.execute(
-            select(c.c.energy_wh, c.c.amount).where(
-                c.c.utility_id == self.utility_id,
-                c.c.premise_id == key[0],
-                c.c.session_id == key[1],
-            )
-        ):
-            held_wh, held_amount = held_wh + wh, held_amount + amount
-        sent = conn.execute(
-            select(table.c.seq, table.c.energy_wh, table.c.amount, table.c.id)
-            .where(table.c.premise_id == key[0], table.c.session_id == key[1])
-            .order_by(table.c.seq)
-        ).all()
-        wh = held_wh - sum(r[1] for r in sent)
-        amount = held_amount - sum((r[2] for r in sent), Decimal(0))
-        if sent and wh == 0 and amount == 0:
-            return
-        seq = len(sent) + 1
-        credit = amount < 0 or (amount == 0 and wh < 0)
-        utility = self.registry().utility
-        tx = ChargeTransaction(
-            id=f"{self.utility_id}:{key[0]}:{key[1]}:{seq:04d}",
-            roaming_utility=self.utility_id,
-            roaming_utility_name=utility.name,
-            home_utility=session["home_utility"],
-            authorization_reference=session["authorization_reference"],
-            pev_id=session["pev_id"],
-            premise_id=key[0],
-            session_id=key[1],
-            billing_option=session["billing_option"],
-            start_at=session["plugged_in_at"],
-            end_at=session["ended_at"] or self.clock(),
-            energy_wh=abs(wh),
-            amount=abs(amount),
-            currency=utility.currency,
-            tariff_id=session["tariff_id"],
-            periods=tuple(
-                ChargePeriod(start_at=start, interval_s=seconds, energy_wh=e)
-                for start, seconds, e in intervals
-            ),
-            credit=credit,
-            credit_of=sent[0][3] if sent else None,
-        )
-        conn.execute(
-            insert(table).values(
-                id=tx.id,
-                utility_id=self.utility_id,
-                premise_id=key[0],
-                session_id=key[1],
-                seq=seq,
-                energy_wh=wh,
-                amount=amount,
-                body=tx.model_dump_json(),
-                created_at=self.clock(),
-            )
-        )
-        self._claims_waiting = True
-
     def send_claims(self) -> int:
         """Send queued charge transactions to the clearinghouse, oldest first; stops at the
         first that cannot be delivered (kept for the next call). Returns how many went."""
         if self.clearinghouse is None or not self._claims_waiting:
             return 0
-        table = s.roaming_claims
         with self.engine.connect() as conn:
-            pending = conn.execute(
-                select(table.c.id, table.c.body)
-                .where(table.c.utility_id == self.utility_id, table.c.sent_at.is_(None))
-                .order_by(table.c.created_at, table.c.id)
-            ).all()
-        sent = 0
-        for claim_id, body in pending:
+            pending = roaming.unsent_claims(conn, self.utility_id)
+        for sent, (claim_id, tx) in enumerate(pending):
             try:
-                self.clearinghouse.send_transaction(ChargeTransaction.model_validate_json(body))
+                self.clearinghouse.send_transaction(tx)
             except Unavailable:
                 return sent
             except Exception:
@@ -1066,39 +980,24 @@ class UtilityService:
                 log.exception("clearinghouse refused charge transaction %s", claim_id)
                 return sent
             with self.engine.begin() as conn:
-                conn.execute(
-                    update(table).where(table.c.id == claim_id).values(sent_at=self.clock())
-                )
-            sent += 1
+                roaming.mark_sent(conn, claim_id, self.clock())
         self._claims_waiting = False
-        return sent
+        return len(pending)
 
     def publish_roaming_tokens(self) -> int:
-        """Tell the clearinghouse which PEVs are enrolled here (the whole set, each time)."""
+        """Tell the clearinghouse which PEVs are enrolled here: the whole set each time, so
+        PEVs no longer enrolled are withdrawn."""
         if self.clearinghouse is None:
             return 0
-        now = self.clock()
-        tokens = [
-            RoamingToken(
-                pev_id=pev.id,
-                home_utility=self.utility_id,
-                account_id=pev.owner_account,
-                home_premise_id=pev.home_premise,
-                program_id=pev.program,
-                last_updated=now,
-            )
-            for pev in self.registry().pevs.values()
-            if pev.program is not None
-        ]
+        registry = self.registry()
+        tokens = roaming.roaming_tokens(
+            registry.utility, list(registry.pevs.values()), self.clock()
+        )
         return self.clearinghouse.publish_tokens(tokens, replace=True)
 
     def post_roaming_transaction(self, tx: ChargeTransaction) -> PostingAck:
-        """Put a roaming charge on the PEV owner's account (the clearinghouse forwards it).
-
-        As a guest, the customer pays the roaming utility's claim; on the home program, the
-        session's metered intervals (every one so far: a transaction carries them all) are
-        priced at the program's tariff, and what the account already holds for the session
-        is subtracted, exactly as late readings are at home. Idempotent by transaction id."""
+        """Put a roaming charge forwarded by the clearinghouse on the PEV owner's account
+        (utility/roaming.py `post`). Idempotent by transaction id."""
         registry = self.registry()
         assert self._rater is not None
         utility = registry.utility
@@ -1109,97 +1008,8 @@ class UtilityService:
             raise Invalid("pev_id", tx.pev_id, f"not a PEV enrolled with {self.utility_id}")
         if tx.currency != utility.currency:
             raise Invalid("currency", tx.currency, f"{self.utility_id} bills in {utility.currency}")
-        table, c = s.roaming_postings, s.charges
-        body = tx.model_dump_json()
-        now = self.clock()
         with self.engine.begin() as conn:
-            held = (
-                conn.execute(select(table).where(table.c.transaction_id == tx.id))
-                .mappings()
-                .first()
-            )
-            if held is not None:
-                if ChargeTransaction.model_validate_json(held["body"]) != tx:
-                    raise Conflict("id", tx.id, "already posted with other content")
-                return PostingAck(
-                    transaction_id=tx.id,
-                    account_id=held["account_id"],
-                    billed_amount=held["billed_amount"],
-                    currency=held["currency"],
-                )
-            account = pev.owner_account
-            where = (
-                (c.c.utility_id == self.utility_id)
-                & (c.c.premise_id == tx.premise_id)
-                & (c.c.session_id == tx.session_id)
-            )
-            base = {
-                "utility_id": self.utility_id,
-                "account_id": account,
-                "premise_id": tx.premise_id,
-                "session_id": tx.session_id,
-                "kind": "roaming",
-                "currency": utility.currency,
-                "origin": tx.roaming_utility_name or tx.roaming_utility,
-                "created_at": now,
-            }
-            rows: list[dict[str, Any]] = []
-            if tx.billing_option == "guest":
-                first = conn.execute(select(func.min(c.c.id)).where(where)).scalar()
-                day = tx.end_at.astimezone(ZoneInfo(utility.time_zone)).date()
-                sign = -1 if tx.credit else 1
-                rows.append(
-                    base
-                    | {
-                        "cycle": cycle_of(day, utility.billing_cycle_day),
-                        "local_date": day,
-                        "label": "guest",
-                        "tariff_id": None,
-                        "price_per_kwh": None,
-                        "energy_wh": sign * tx.energy_wh,
-                        "amount": tx.signed_amount(),
-                        "corrects_id": first,
-                    }
-                )
-            else:
-                tariff = next(p for p in utility.programs if p.id == pev.program).tariff
-                owed = self._rater.lines(
-                    [(p.start_at, p.interval_s, p.energy_wh) for p in tx.periods], tariff
-                )
-                have = held_lines(conn, where).get((tx.premise_id, tx.session_id), {})
-                rows += [
-                    base
-                    | {
-                        "cycle": key[0],
-                        "local_date": key[1],
-                        "label": key[2],
-                        "tariff_id": key[3],
-                        "price_per_kwh": key[4],
-                        "energy_wh": wh,
-                        "amount": amount,
-                        "corrects_id": corrects,
-                    }
-                    for key, wh, amount, corrects in ledger_changes(owed, have)
-                ]
-            if rows:
-                conn.execute(insert(c), rows)
-            billed = sum((r["amount"] for r in rows), Decimal("0.00"))
-            conn.execute(
-                insert(table).values(
-                    transaction_id=tx.id,
-                    utility_id=self.utility_id,
-                    account_id=account,
-                    premise_id=tx.premise_id,
-                    session_id=tx.session_id,
-                    body=body,
-                    billed_amount=billed,
-                    currency=utility.currency,
-                    posted_at=now,
-                )
-            )
-        return PostingAck(
-            transaction_id=tx.id, account_id=account, billed_amount=billed, currency=tx.currency
-        )
+            return roaming.post(conn, utility, self._rater, pev, tx, self.clock())
 
 
 _DECISION = (
