@@ -320,3 +320,40 @@ def test_the_home_utility_takes_cdrs_only_with_the_token_it_gave_the_clearinghou
     assert first.json()["data"] == again.json()["data"]
     assert first.json()["data"]["billed_amount"] == "2.30"
     assert bills(engine, "MHE")["MHE-A-3001"]["total"] == "2.30"  # posted once
+
+
+def test_a_clearinghouse_too_slow_to_answer_times_out_into_the_fallback(engine: Engine) -> None:
+    """Over real HTTP: a clearinghouse that accepts the connection and never answers."""
+    import socket
+
+    from evroam.clearinghouse.links import HttpClearinghouseLink
+
+    with engine.begin() as conn:
+        save_territory(conn, load_territory(EXAMPLE))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        pgx = UtilityService(
+            engine,
+            "PGX",
+            FixedClock(T0 + timedelta(hours=3)),
+            clearinghouse=HttpClearinghouseLink(url, "token-C", timeout_s=0.3),
+        )
+        bound = pgx.bind(
+            MALL,
+            BindRequest(
+                session_id="R9",
+                premise_id=MALL,
+                portal_id=MALL_DC,
+                pev_id=GINA,
+                plugged_in_at=T0,
+            ),
+        )
+    assert (bound.case, bound.fallback_reason, bound.bound, bound.incentive) == (
+        "fallback",
+        "clearinghouse_timeout",
+        False,
+        False,
+    )
+    assert bound.message == "clearinghouse did not confirm the PEV in time"
