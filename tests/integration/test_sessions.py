@@ -217,3 +217,19 @@ def test_gateway_tokens_identify_one_premise(service: UtilityService) -> None:
     assert service.premise_for_token(rotated) == ALICE
     with pytest.raises(Invalid):
         service.issue_gateway_token("NOT-A-PREMISE")
+
+
+def test_a_bind_that_loses_the_race_to_its_retry_returns_the_stored_result(
+    service: UtilityService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = bind(service)
+    # The retry's own look-up misses the row (the first bind committed just after it):
+    # the insert then clashes, and the answer is what the first bind stored.
+    real = UtilityService._session
+    misses = iter([True])
+
+    def late(conn, premise_id, session_id):  # type: ignore[no-untyped-def]
+        return None if next(misses, False) else real(conn, premise_id, session_id)
+
+    monkeypatch.setattr(UtilityService, "_session", staticmethod(late))
+    assert bind(service) == first
