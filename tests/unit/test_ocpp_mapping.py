@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -304,3 +304,28 @@ def test_the_meter_values_fast_path_refuses_what_the_schema_refuses_with_its_cod
         expected = err.code
     found = check_meter_values(version, payload)
     assert (found[0] if found else None) == expected
+
+
+@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1), timezones=st.sampled_from([UTC, None, timezone(Q * -20)])
+    )
+)
+def test_the_hot_path_binds_an_instant_as_the_column_type_does(
+    dialect_name: str, at: datetime
+) -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from evroam.db.types import UtcDateTime
+    from evroam.protocols.ocpp.store import instant_binder
+
+    dialect = (sqlite if dialect_name == "sqlite" else postgresql).dialect()
+    process = UtcDateTime().bind_processor(dialect)
+    assert process is not None
+    for _ in range(2):  # made, then remembered
+        if at.tzinfo is None:
+            with pytest.raises(ValueError, match="naive"):
+                instant_binder(dialect)(at)
+        else:
+            assert instant_binder(dialect)(at) == process(at)

@@ -69,7 +69,7 @@ class OcppSettings(BaseModel):
     tls_key: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
     fn: Callable[..., Any] | None  # None: a MeterValues job, committed in a group
     args: tuple[Any, ...]
@@ -84,8 +84,12 @@ class DeskWorker:
     def __init__(self, desk: TransactionDesk, max_batch: int) -> None:
         self.desk = desk
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # A list: the MeterValues the event loop took in one turn, handed over at once
+        # (one wake-up of this thread per turn, not one per message).
+        self._queue: queue.SimpleQueue[_Job | list[_Job] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # Each event loop's MeterValues, until its turn ends (tests may run several loops).
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
 
     def start(self) -> None:
         if self._thread is None:
@@ -101,21 +105,32 @@ class DeskWorker:
     async def run(self, fn: Callable[..., R], *args: Any) -> R:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
+        self.flush(loop)  # the jobs keep the order they came in
         self._queue.put(_Job(fn, args, future, loop))
         return await future
 
     async def samples(self, station_id: str, job: SamplesIn) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Job(None, (station_id, job), future, loop))
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self.flush, loop)
+        pending.append(_Job(None, (station_id, job), future, loop))
         await future
+
+    def flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand the MeterValues gathered in this turn of the event loop to the thread."""
+        pending = self._pending.pop(loop, None)
+        if pending:
+            self._queue.put(pending)
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
-            jobs = [first]
+            jobs = first if isinstance(first, list) else [first]
             stopping = False
             while len(jobs) < self.max_batch:
                 try:
@@ -125,7 +140,10 @@ class DeskWorker:
                 if more is None:
                     stopping = True
                     break
-                jobs.append(more)
+                if isinstance(more, list):
+                    jobs += more
+                else:
+                    jobs.append(more)
             self._work(jobs)
             if stopping:
                 return
@@ -156,17 +174,24 @@ class DeskWorker:
 
 
 def _settle_all(jobs: list[_Job], error: BaseException | None) -> None:
-    """Acknowledge a committed group with one wake-up of the event loop, not one each."""
+    """Acknowledge a committed group with one wake-up of each event loop, not one each."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+    for job in jobs:
+        by_loop.setdefault(job.loop, []).append(job)
 
-    def resolve() -> None:
-        for job in jobs:
-            if not job.future.done():
-                if error is not None:
-                    job.future.set_exception(error)
-                else:
-                    job.future.set_result(None)
+    def resolver(group: list[_Job]) -> Callable[[], None]:
+        def resolve() -> None:
+            for job in group:
+                if not job.future.done():
+                    if error is not None:
+                        job.future.set_exception(error)
+                    else:
+                        job.future.set_result(None)
 
-    jobs[0].loop.call_soon_threadsafe(resolve)
+        return resolve
+
+    for loop, group in by_loop.items():
+        loop.call_soon_threadsafe(resolver(group))
 
 
 def _settle(job: _Job, result: Any, error: BaseException | None) -> None:
@@ -230,6 +255,7 @@ class Csms:
                 await self._push_task
         for task in list(self._tasks):
             task.cancel()
+        self.worker.flush(asyncio.get_running_loop())
         await asyncio.to_thread(self.worker.stop)
 
     def spawn(self, coroutine: Any) -> None:

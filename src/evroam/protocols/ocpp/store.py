@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Dialect, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from evroam.db import schema as s
+from evroam.db.types import UtcDateTime
 from evroam.protocols.ocpp.mapping import Chain
 
 T = s.ocpp_transactions
@@ -160,12 +161,54 @@ def _bound(
     conn: Connection, table: Table, names: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> list[tuple[Any, ...]]:
     """Rows as the driver takes them, through each column type's bind processor (so an
-    instant is stored exactly as SQLAlchemy stores it everywhere else)."""
-    processors = [table.c[n].type.bind_processor(conn.dialect) for n in names]
-    return [
-        tuple(value if p is None else p(value) for p, value in zip(processors, row, strict=True))
-        for row in rows
+    instant is stored exactly as SQLAlchemy stores it everywhere else; ``instant_binder``
+    is the same conversion for UTC instants, without strftime)."""
+    processors = [
+        instant_binder(conn.dialect)
+        if isinstance(table.c[n].type, UtcDateTime)
+        else table.c[n].type.bind_processor(conn.dialect)
+        for n in names
     ]
+    converted = [(k, p) for k, p in enumerate(processors) if p is not None]
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        if len(row) != len(names):
+            raise ValueError(f"{len(row)} values for {len(names)} columns")
+        values = list(row)
+        for k, process in converted:
+            values[k] = process(values[k])
+        out.append(tuple(values))
+    return out
+
+
+def instant_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
+    """What ``UtcDateTime.process_bind_param`` makes of an instant, for the hot path: a
+    batch repeats its instants (a chain's last sample is the sample just stored, interval
+    boundaries are clock-aligned), so on SQLite each text is made once and remembered, with
+    ``isoformat`` (cheaper than the processor's strftime, the same text from year 1000)."""
+    column_type = UtcDateTime()
+
+    def process(value: datetime | None) -> Any:
+        return column_type.process_bind_param(value, dialect)
+
+    if dialect.name != "sqlite":
+        return process
+    texts = _SQLITE_TEXTS
+
+    def sqlite_text(value: datetime | None) -> Any:
+        text = texts.get(value)
+        if text is None:
+            if value is None or value.tzinfo is not UTC or value.year < 1000:
+                return process(value)  # naive (refused), other zones, the far past
+            if len(texts) >= 8192:
+                texts.clear()
+            text = texts[value] = value.isoformat(timespec="microseconds")[:26] + "Z"
+        return text
+
+    return sqlite_text
+
+
+_SQLITE_TEXTS: dict[datetime | None, str] = {}
 
 
 _PG_TYPES = {
