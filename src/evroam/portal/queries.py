@@ -21,7 +21,12 @@ from evroam.db import schema as s
 from evroam.territory.model import Premise, VisitorPolicy
 from evroam.utility.bill_store import load_bill
 from evroam.utility.billing import Bill
-from evroam.utility.planning import LoadControlEvent, aggregate_load, unmanaged_schedule
+from evroam.utility.planning import (
+    LoadControlEvent,
+    aggregate_load,
+    metered_load,
+    unmanaged_schedule,
+)
 from evroam.utility.registry import Registry
 
 SLOT_S = 900  # the operator's load chart, per 15 minutes like the EUMDs
@@ -643,19 +648,7 @@ def feeder_loads(
         readings = metered.get(key, [])
         add(
             managed[feeder],
-            aggregate_load(
-                [
-                    [
-                        ScheduleSlot(
-                            start_at=at,
-                            end_at=at + timedelta(seconds=seconds),
-                            power_w=wh * 3600 // seconds,
-                        )
-                        for at, seconds, wh in readings
-                    ]
-                ],
-                SLOT_S,
-            ),
+            metered_load(readings, SLOT_S),
         )
         energy = sum(wh for _, _, wh in readings) or int(session["reported_energy_wh"] or 0)
         request = (

@@ -20,11 +20,16 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 
-from evroam.core.messages import EnergyRequest, ScheduleSlot
+from evroam.core.messages import EnergyRequest
 from evroam.core.rating import price_at
 from evroam.db import schema as s
 from evroam.territory.model import Territory, Utility
-from evroam.utility.planning import LoadControlEvent, aggregate_load, unmanaged_schedule
+from evroam.utility.planning import (
+    LoadControlEvent,
+    aggregate_load,
+    metered_load,
+    unmanaged_schedule,
+)
 from evroam.utility.rate_session import SessionRater
 
 SLOT_S = 900
@@ -121,22 +126,7 @@ def load_picture(engine: Engine, territory: Territory) -> LoadPicture:
         if rate <= 0 or energy <= 0:
             continue
         baseline = aggregate_load([unmanaged_schedule(session["plugged_in_at"], energy, rate)])
-        if measured:
-            managed = aggregate_load(
-                [
-                    [
-                        ScheduleSlot(
-                            start_at=start,
-                            end_at=start + timedelta(seconds=seconds),
-                            power_w=wh * 3600 // seconds,
-                        )
-                        for start, seconds, wh in measured
-                    ]
-                ],
-                SLOT_S,
-            )
-        else:
-            managed = baseline
+        managed = metered_load(measured, SLOT_S) if measured else baseline
         feeder_id = feeder_of.get(premise_id)
         targets = [panel(utility_id, None)]
         if feeder_id is not None:

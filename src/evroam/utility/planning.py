@@ -26,7 +26,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -911,6 +911,26 @@ def aggregate_load(
         return []
     first, last = min(energy_ws), max(energy_ws)
     return [(_at(key), energy_ws.get(key, 0) // slot_s) for key in range(first, last + 1, slot_s)]
+
+
+def metered_load(
+    readings: Iterable[tuple[datetime, int, int]], slot_s: int = DEFAULT_SLOT_S
+) -> list[tuple[datetime, int]]:
+    """The load an EUMD's readings (start, seconds, Wh) show, per aligned slot: each
+    interval's energy spread evenly over it (floored to whole W)."""
+    return aggregate_load(
+        [
+            [
+                ScheduleSlot(
+                    start_at=start,
+                    end_at=start + timedelta(seconds=seconds),
+                    power_w=wh * 3600 // seconds,
+                )
+                for start, seconds, wh in readings
+            ]
+        ],
+        slot_s,
+    )
 
 
 def peak_w(load: Iterable[tuple[datetime, int]] | Mapping[datetime, int]) -> int:
