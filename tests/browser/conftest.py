@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from evroam.portal.app import create_portal, random_secret_key
-from evroam.portal.demo import Demo, ServerThread, create_demo_logins, prepare
+from evroam.portal.demo import Demo, ServerThread, demo_portal, prepare
 
 CHROMIUM = os.environ.get("EVROAM_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "browser-test-password"
@@ -52,14 +51,7 @@ class Portal:
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     folder = tmp_path_factory.mktemp("browser")
     demo = prepare(f"sqlite:///{folder / 'demo.db'}")
-    create_demo_logins(demo.engine, password=PASSWORD, now=demo.clock())
-    app = create_portal(
-        demo.engine,
-        demo.services,
-        secret_key=random_secret_key(),
-        clock=demo.clock,
-        statements=demo.statements,
-    )
+    app, _ = demo_portal(demo, PASSWORD)
     with ServerThread(app) as server:
         yield Portal(server.url, demo)
     demo.engine.dispose()

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from evroam.core.clock import Clock, FixedClock, utc_now
@@ -295,6 +296,19 @@ class ServerThread:
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def demo_portal(demo: Demo, password: str | None = None) -> tuple[FastAPI, list[DemoLogin]]:
+    """The portal on a prepared demo, with its logins (screenshots, browser tests, serve)."""
+    logins = create_demo_logins(demo.engine, password=password, now=demo.clock())
+    app = create_portal(
+        demo.engine,
+        demo.services,
+        secret_key=random_secret_key(),
+        clock=demo.clock,
+        statements=demo.statements,
+    )
+    return app, logins
 
 
 def format_logins(logins: Sequence[DemoLogin]) -> list[str]:

@@ -13,8 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from evroam.portal.app import create_portal, random_secret_key
-from evroam.portal.demo import ServerThread, create_demo_logins, prepare
+from evroam.portal.demo import ServerThread, demo_portal, prepare
 
 CHROMIUM = os.environ.get("EVROAM_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "screenshot-password"
@@ -45,14 +44,7 @@ def take(out: Path, chromium: str = CHROMIUM) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="evroam-screenshots-"))
     demo = prepare(f"sqlite:///{folder / 'demo.db'}")
-    create_demo_logins(demo.engine, password=PASSWORD, now=demo.clock())
-    app = create_portal(
-        demo.engine,
-        demo.services,
-        secret_key=random_secret_key(),
-        clock=demo.clock,
-        statements=demo.statements,
-    )
+    app, _ = demo_portal(demo, PASSWORD)
     written = []
     with ServerThread(app) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
