@@ -294,6 +294,13 @@ def test_cdr_is_stored_forwarded_and_settled(
     credit = cdr_of(reference, id="PGX-T1-C1", credit=True, credit_of="PGX-T1", amount=D("1.00"))
     assert credit["total_cost"] == {"excl_vat": D("-1.00")}
     assert post_cdr(client, tokens["PGX"], credit).json()["data"]["period"] == "2026-04"
+    # the operator sees both periods: March issued, April still open
+    periods = client.get("/v1/settlement", headers=operator).json()["data"]
+    assert [(p["period"], p["issued_at"] is not None) for p in periods] == [
+        ("2026-03", True),
+        ("2026-04", False),
+    ]
+    assert client.get("/v1/settlement", headers=auth(tokens["PGX"])).status_code == 401
 
 
 def test_bad_cdr_names_the_field(client: TestClient, tokens: dict[str, str]) -> None:

@@ -425,6 +425,16 @@ def create_app(
         found = await run_in_threadpool(service.statement, utility_id, period)
         return reply(found.model_dump(mode="json"))
 
+    @app.get("/v1/settlement", dependencies=[Depends(operator)])
+    def periods() -> Response:
+        """Every settlement period with transactions (operator), and when it was issued."""
+        return reply(
+            [
+                {"period": period, "issued_at": None if at is None else ocpi.instant(at)}
+                for period, at in service.periods()
+            ]
+        )
+
     @app.post("/v1/settlement/{period}/issue", dependencies=[Depends(operator)])
     def issue(period: str) -> Response:
         """Issue the period's statements (operator); a second call returns the same."""

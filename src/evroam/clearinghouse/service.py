@@ -706,6 +706,14 @@ class ClearinghouseService:
             positions={u: tuple(p for _, p in found) for u, found in positions.items()},
         )
 
+    def periods(self) -> list[tuple[str, datetime | None]]:
+        """Every settlement period that has had transactions, oldest first, with when it
+        was issued (None: still open)."""
+        p = s.ch_periods
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(p.c.period, p.c.issued_at).order_by(p.c.period))
+            return [(period, issued) for period, issued in rows]
+
     def issued_at(self, period: str) -> datetime | None:
         p = s.ch_periods
         with self.engine.connect() as conn:

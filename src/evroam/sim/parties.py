@@ -123,7 +123,7 @@ class InProcess:
                     bills += [bill_json(b) for b in issue_cycle(conn, utility, cycle, now)]
         settlement: list[dict[str, Any]] = []
         if self.clearinghouse is not None:
-            for period in sorted({b["period"] for b in bills}):
+            for period, _ in self.clearinghouse.periods():
                 self.clearinghouse.issue_statements(period)
                 settlement += settlement_json(self.clearinghouse.settlement_lines(period), period)
         return bills, settlement

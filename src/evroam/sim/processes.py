@@ -200,7 +200,8 @@ class OverHttp:
             bills += _ok(client.post("/v1/operator/bills"))
         settlement: list[dict[str, Any]] = []
         if self.clearinghouse is not None:
-            for period in sorted({b["period"] for b in bills}):
+            periods = _ok(self.clearinghouse.get("/v1/settlement"))["data"]
+            for period in [p["period"] for p in periods]:
                 _ok(self.clearinghouse.post(f"/v1/settlement/{period}/issue"))
                 lines = _ok(self.clearinghouse.get(f"/v1/settlement/{period}/lines"))
                 settlement += [{"period": period} | line for line in _data(lines)]
