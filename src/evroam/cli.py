@@ -624,7 +624,10 @@ def serve_utility(
     ] = False,
     seed: Annotated[
         str | None,
-        typer.Option(help="Seed of the randomized start delays (reproducible simulations)."),
+        typer.Option(
+            help="Seed of the randomized start delays (default: the utility id, so a restart "
+            "draws the same delay for the same session)."
+        ),
     ] = None,
     ocpp_basic_auth: Annotated[
         bool,
@@ -690,7 +693,7 @@ def serve_utility(
         utility,
         clock,
         clearinghouse=link,
-        rng_seed=secrets.token_hex(8) if seed is None else seed,
+        rng_seed=utility if seed is None else seed,
     )
     try:
         service.registry()

@@ -204,7 +204,7 @@ class OverHttp:
             for period in [p["period"] for p in periods]:
                 _ok(self.clearinghouse.post(f"/v1/settlement/{period}/issue"))
                 lines = _ok(self.clearinghouse.get(f"/v1/settlement/{period}/lines"))
-                settlement += [{"period": period} | line for line in _data(lines)]
+                settlement += [{"period": period} | line for line in lines["data"]]
         return bills, settlement
 
     def sessions(self) -> list[dict[str, Any]]:
@@ -234,18 +234,3 @@ def _ok(response: httpx.Response) -> Any:
             f"HTTP {response.status_code} {response.text[:500]}"
         )
     return response.json()
-
-
-def _data(body: Any) -> list[dict[str, Any]]:
-    """Settlement lines, bare or in an OCPI-style envelope."""
-    if isinstance(body, dict) and "data" in body:
-        body = body["data"]
-    return [
-        {
-            "payer_utility": line["payer_utility"],
-            "payee_utility": line["payee_utility"],
-            "amount": str(line["amount"]),
-            "currency": line["currency"],
-        }
-        for line in body
-    ]
