@@ -7,10 +7,12 @@ session is 4 to 16 readings of 15 minutes starting on a random quarter hour of M
 (a DST month); with --tariffs 3 the accounts take TOU, hourly and flat in turn, with 1 all
 take TOU. Sessions and readings are bulk-inserted (not timed).
 
-Timed, in one transaction per database: every closed session rated into the `charges` ledger
-(utility.batch_rating.rate_closed_sessions: stream the readings, price, COPY / executemany
-the lines), then `issue_cycle` for 2026-03, then the commit. Printed: sessions/s end to end,
-the rate of pricing the same readings already in memory, their ratio, and the split.
+Timed, in one transaction per database: the billing run of 2026-03 (bill_store.run_cycle,
+what `evroam bill run` does): every closed session of the cycle rated into the `charges`
+ledger (utility.batch_rating: read the readings as columns, price, COPY / executemany the
+lines, written already on their bill), then the bills composed and saved; then the commit.
+Printed: sessions/s end to end, the rate of pricing the same readings already in memory,
+their ratio, and the split ("read" includes choosing the sessions and staging them).
 A small sample through the per-session path (UtilityService._rate, rolled back) shows
 why the batch exists. Figures, not assertions.
 
@@ -33,18 +35,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from sqlalchemy import Connection, Engine, Table, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from evroam.core.money import round_money
+from evroam.core.rating import daily_columns
 from evroam.db import schema as s
 from evroam.db.engine import make_engine, normalize_url
 from evroam.db.migrate import upgrade
 from evroam.territory.loader import parse_territory
 from evroam.territory.model import Utility
 from evroam.territory.store import save_territory
-from evroam.utility.batch_rating import owed_by_session, rate_closed_sessions
-from evroam.utility.bill_store import issue_cycle
+from evroam.utility.bill_store import run_cycle
 from evroam.utility.rate_session import SessionRater
 from evroam.utility.service import UtilityService
 
@@ -271,7 +275,11 @@ def setup(engine: Engine, n: int, tariffs: int) -> Utility:
 
 
 def in_memory_rate(engine: Engine, utility: Utility) -> float:
-    """Seconds to price every reading, already in memory, into per-session ledger lines."""
+    """Seconds to price every reading, already in memory as columns, into rounded lines.
+
+    The batch's own pricing (core.rating.daily_columns, then round_money once per line),
+    without the database: what end to end is compared with.
+    """
     with engine.connect() as conn:
         tariff_of = dict(
             conn.execute(
@@ -280,22 +288,27 @@ def in_memory_rate(engine: Engine, utility: Utility) -> float:
                 )
             ).all()
         )
-        by_tariff: dict[str, list[tuple[int, int, int, Any]]] = {}
+        codes: dict[str, int] = {}
+        by_tariff: dict[str, list[tuple[int, int, int, int]]] = {}
         r = s.interval_readings
-        for premise_id, session_id, start_at, interval_s, wh in conn.execute(
-            select(
-                r.c.premise_id, r.c.session_id, r.c.interval_start_at, r.c.interval_s, r.c.energy_wh
-            )
+        for session_id, start_at, interval_s, wh in conn.execute(
+            select(r.c.session_id, r.c.interval_start_at, r.c.interval_s, r.c.energy_wh)
         ):
+            code = codes.setdefault(session_id, len(codes))
             by_tariff.setdefault(tariff_of[session_id], []).append(
-                (int(start_at.timestamp()), interval_s, wh, (premise_id, session_id))
+                (code, int(start_at.timestamp()), interval_s, wh)
             )
+    columns = {t: np.array(rows, dtype=np.int64) for t, rows in by_tariff.items()}
     gc.collect()
     rater = SessionRater(utility)  # a cold rating context, as the batch gets
     started = time.perf_counter()
-    for tariff_id, rows in by_tariff.items():
-        for k in range(0, len(rows), 100_000):
-            owed_by_session(rater, tariff_id, rows[k : k + 100_000])
+    for tariff_id, table in columns.items():
+        totals = daily_columns(
+            rater.context, tariff_id, table[:, 1], table[:, 2], table[:, 3], table[:, 0]
+        )
+        prices = [price.scaleb(-3) for _, _, _, price in totals.keys]
+        for k, wh in zip(totals.key.tolist(), totals.energy_wh.tolist(), strict=True):
+            round_money(prices[k] * wh, rater.currency)
     return time.perf_counter() - started
 
 
@@ -332,10 +345,10 @@ def run(engine: Engine, database: str, n: int, tariffs: int, sample: int) -> Fig
     gc.collect()
     with engine.connect() as conn:
         transaction = conn.begin()
-        stats = rate_closed_sessions(conn, utility, now=NOW)
-        started = time.perf_counter()
-        bills = issue_cycle(conn, utility, CYCLE, NOW)
-        issue_s = time.perf_counter() - started
+        run = run_cycle(conn, utility, CYCLE, NOW)
+        stats, bills, issue_s = run.rating, run.bills, run.issue_s
+        assert stats is not None
+        stats.read_s += run.rate_s - (stats.read_s + stats.rate_s + stats.write_s)
         started = time.perf_counter()
         transaction.commit()
         commit_s = time.perf_counter() - started

@@ -9,6 +9,7 @@ readings: both paths must append the same adjustments.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,70 @@ def test_ledger_changes_rule() -> None:
     assert ledger_changes({}, {a: (1_000, Decimal("0.38"), 7)}) == [
         (a, -1_000, Decimal("-0.38"), 7)
     ]
+
+
+def _bills(conn: Connection) -> list[tuple[Any, ...]]:
+    lines = conn.execute(
+        select(s.bill_lines).order_by(s.bill_lines.c.bill_id, s.bill_lines.c.line_no)
+    ).all()
+    heads = conn.execute(select(s.bills.c.id, s.bills.c.total).order_by(s.bills.c.id)).all()
+    return [tuple(r) for r in heads] + [tuple(r) for r in lines]
+
+
+def test_a_billing_run_that_rates_bills_what_rating_then_claiming_bills(
+    engine: Engine, example_territory: Path
+) -> None:
+    """issue_cycle(rate=True) over sessions not yet rated writes their lines already on the
+    bill; the same bills and ledger as rating first and claiming after, on both databases."""
+    from evroam.utility.bill_store import issue_cycle, run_cycle
+
+    utility = setup(engine, example_territory)
+    with engine.connect() as conn:
+        with conn.begin() as transaction:
+            rate_closed_sessions(conn, utility, now=NOW)
+            claimed = issue_cycle(conn, utility, "2026-03", NOW, rate=False)
+            two_steps = (ledger(conn), _bills(conn))
+            transaction.rollback()
+        with conn.begin() as transaction:
+            run = run_cycle(conn, utility, "2026-03", NOW)
+            one_pass = (ledger(conn), _bills(conn))
+            assert run.rating is not None
+            # every session of March rated, every line written already on Alice's bill
+            assert (run.rating.sessions, run.rating.lines) == (len(SESSIONS) + 1, run.rating.billed)
+            assert {row[14] for row in one_pass[0]} == {f"{ACCOUNT}-2026-03"}
+            # run again: nothing rated, nothing issued
+            again = run_cycle(conn, utility, "2026-03", NOW)
+            assert again.bills == [] and again.rating is not None and again.rating.lines == 0
+            assert (ledger(conn), _bills(conn)) == one_pass
+            transaction.rollback()
+    assert one_pass == two_steps
+    assert run.bills == claimed
+    metered_wh = sum(wh for _, readings in SESSIONS.values() for _, _, wh in readings)
+    energy = sum(line.energy_wh for line in claimed[0].lines)
+    assert energy == metered_wh + 12_345  # every Wh of every reading, and the unmetered report
+
+
+def test_a_billing_run_trues_up_a_session_rated_at_close(
+    engine: Engine, example_territory: Path
+) -> None:
+    """A reading the ledger missed (stored without rating) is found by the next run: its line
+    is written on that run's bill, and older unbilled lines are claimed beside it."""
+    from evroam.utility.bill_store import run_cycle
+
+    utility = setup(engine, example_territory)
+    with engine.begin() as conn:
+        rate_closed_sessions(conn, utility, now=NOW)  # rated at close, not billed
+        _add_readings(conn, "flat", [("2026-03-10T18:30", 900, 1_000)])  # 1 kWh x 0.24 (E-1)
+    with engine.begin() as conn:
+        run = run_cycle(conn, utility, "2026-03", NOW)
+        assert run.rating is not None and (run.rating.lines, run.rating.billed) == (1, 1)
+        flat = sorted((row for row in ledger(conn) if row[3] == "flat"), key=lambda r: r[6])
+        assert all(row[14] == f"{ACCOUNT}-2026-03" for row in ledger(conn))
+    # At close: 2,007 Wh x 0.24 = 0.48168 -> 0.48. Now 3,007 Wh x 0.24 = 0.72168 -> 0.72,
+    # so the run appends 1,000 Wh and 0.24, correcting the line held, on this bill.
+    assert [(row[6], row[10], row[11]) for row in flat] == [
+        ("adjustment", 1_000, Decimal("0.24")),
+        ("energy", 2_007, Decimal("0.48")),
+    ]
+    assert flat[0][13] is not None
+    assert len(run.bills) == 1

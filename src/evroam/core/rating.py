@@ -488,7 +488,7 @@ def rate_daily(ctx: RatingContext, tariff_id: str, rows: Iterable[ReadingRow]) -
     """Rate rows like rate_rows but return one total per (ref, local date, tariff, label, price).
 
     The bulk path: it sums integer Wh per band instead of building a piece per reading.
-    Totals come in the order their first reading came (sort them if order matters).
+    Totals come per ref in the order refs first appear, then by first start and last end.
     """
     codes: dict[Hashable | None, int] = {}
     refs: list[Hashable | None] = []
@@ -536,13 +536,59 @@ def rate_daily_columns(
     refs: Sequence[Hashable | None],
 ) -> list[DailyTotal]:
     """rate_daily over columns: reading k is (starts_s[k], intervals_s[k], energies_wh[k]) of
-    refs[ref_codes[k]].
+    refs[ref_codes[k]]. The totals of daily_columns, as DailyTotal tuples."""
+    columns = daily_columns(ctx, tariff_id, starts_s, intervals_s, energies_wh, ref_codes)
+    keys = columns.keys
+    new = tuple.__new__
+    out: list[DailyTotal] = []
+    for code, k, wh, first, last in zip(
+        columns.ref.tolist(),
+        columns.key.tolist(),
+        columns.energy_wh.tolist(),
+        columns.first_s.tolist(),
+        columns.last_s.tolist(),
+        strict=True,
+    ):
+        when, tid, label, price = keys[k]
+        out.append(
+            new(
+                DailyTotal,
+                (refs[code], when, tid, label, price, wh, price.scaleb(-3) * wh, first, last),
+            )
+        )
+    return out
+
+
+DayKey = tuple[date, str, str, Decimal]  # local date, tariff id, period label, price per kWh
+
+
+class DailyColumns(NamedTuple):
+    """Daily totals as columns: total j is ref code ref[j] at keys[key[j]], with energy_wh[j]
+    Wh drawn between first_s[j] and last_s[j]. Sorted by ref, first_s, last_s."""
+
+    ref: NDArray[np.int64]
+    key: NDArray[np.int64]
+    energy_wh: NDArray[np.int64]
+    first_s: NDArray[np.int64]
+    last_s: NDArray[np.int64]
+    keys: list[DayKey]
+
+
+def daily_columns(
+    ctx: RatingContext,
+    tariff_id: str,
+    starts_s: NDArray[np.int64],
+    intervals_s: NDArray[np.int64],
+    energies_wh: NDArray[np.int64],
+    ref_codes: NDArray[np.int64],
+) -> DailyColumns:
+    """The totals of rate_daily, per (ref code, local date, tariff, label, price), as columns.
 
     Vectorised, with the same result as rating each reading alone: every reading's band is
-    found at once by a binary search over the bands of the days the readings touch; those
-    that end inside their band (nearly all) are summed per (ref, band) in integer Wh, and
-    only the few that cross a boundary go through the exact split of rate_rows. Money is
-    computed once per total, not per reading.
+    found at once by a binary search over the bands of the days the readings touch. Those
+    that end inside their band (nearly all) are summed as they are; only the few that cross
+    a boundary go through the exact split of rate_rows, and their pieces are summed with
+    the rest. Money is left to the caller, once per total.
     """
     hour_map = ctx._hour_map(tariff_id)  # refuses an unknown tariff first, as rate_rows does
     bad = (intervals_s <= 0) | (energies_wh < 0)
@@ -552,8 +598,11 @@ def rate_daily_columns(
             f"reading at {starts_s[k]}: interval_s {intervals_s[k]} must be > 0 and energy_wh "
             f"{energies_wh[k]} >= 0"
         )
+    keys: list[DayKey] = []
+    key_of: dict[DayKey, int] = {}
+    empty = np.zeros(0, dtype=np.int64)
     if not len(starts_s):
-        return []
+        return DailyColumns(empty, empty, empty, empty, empty, keys)
     ends_s = starts_s + intervals_s
     # The days holding the readings' starts: those of each hour's first and last second
     # (an odd UTC offset puts a local midnight inside a UTC hour).
@@ -566,72 +615,87 @@ def rate_daily_columns(
             days[day.start_s] = day
     band_starts: list[int] = []
     band_ends: list[int] = []
-    band_of: list[tuple[_Day, int]] = []
+    band_key: list[int] = []
+    band_of: list[_Day] = []
     for _, day in sorted(days.items()):
         band_starts += day.starts
         band_ends += day.ends
-        band_of += [(day, i) for i in range(len(day.bands))]
+        for b in day.bands:
+            band_key.append(
+                _key_code(key_of, keys, (day.local_date, b.tariff_id, b.label, b.price_per_kwh))
+            )
+            band_of.append(day)
     band = np.searchsorted(np.array(band_starts, dtype=np.int64), starts_s, side="right") - 1
     inside = ends_s <= np.array(band_ends, dtype=np.int64)[band]
-    totals: dict[tuple[Hashable | None, date, str, str, Decimal], list[int]] = {}
     whole = np.flatnonzero(inside & (energies_wh > 0))
-    if len(whole):
-        # Sum per (ref, band): sort by that key (stable, so each group's first row is its
-        # earliest reading), then add and take min / max over each run of equal keys.
-        bands_n = len(band_of)
-        group_key = ref_codes[whole] * bands_n + band[whole]
-        order = np.argsort(group_key, kind="stable")
-        rows_sorted = whole[order]
-        key_sorted = group_key[order]
-        runs = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
-        # Fold the groups in the order of their first reading, as rate_rows would meet them.
-        seen = np.argsort(rows_sorted[runs], kind="stable")
-        for group, wh, first, last in zip(
-            key_sorted[runs][seen].tolist(),
-            np.add.reduceat(energies_wh[rows_sorted], runs)[seen].tolist(),
-            np.minimum.reduceat(starts_s[rows_sorted], runs)[seen].tolist(),
-            np.maximum.reduceat(ends_s[rows_sorted], runs)[seen].tolist(),
-            strict=True,
-        ):
-            day, i = band_of[group % bands_n]
-            b = day.bands[i]
-            key = (refs[group // bands_n], day.local_date, b.tariff_id, b.label, b.price_per_kwh)
-            _fold(totals, key, wh, first, last)
-    # Readings across a band boundary: the exact split, piece by piece, in reading order.
-    split_pieces: list[RatedPiece] = []
-    for k in np.flatnonzero(~inside & (energies_wh > 0)).tolist():
-        day, _ = band_of[int(band[k])]
-        s, e, wh = int(starts_s[k]), int(ends_s[k]), int(energies_wh[k])
-        _split(ctx, tariff_id, day, s, e, wh, refs[int(ref_codes[k])], split_pieces.append)
-    for p in split_pieces:
-        _fold(
-            totals,
-            (p.ref, p.local_date, p.tariff_id, p.label, p.price_per_kwh),
-            p.energy_wh,
-            p.start_s,
-            p.end_s,
+    ref = ref_codes[whole]
+    key = np.array(band_key, dtype=np.int64)[band[whole]]
+    wh = energies_wh[whole]
+    first = starts_s[whole]
+    last = ends_s[whole]
+    # Readings across a band boundary: the exact split, piece by piece.
+    pieces: list[RatedPiece] = []
+    crossing = np.flatnonzero(~inside & (energies_wh > 0)).tolist()
+    for k in crossing:
+        s, e = int(starts_s[k]), int(ends_s[k])
+        _split(
+            ctx,
+            tariff_id,
+            band_of[int(band[k])],
+            s,
+            e,
+            int(energies_wh[k]),
+            int(ref_codes[k]),
+            pieces.append,
         )
-    new = tuple.__new__
-    return [
-        new(DailyTotal, (ref, when, tid, label, price, wh, price.scaleb(-3) * wh, first, last))
-        for (ref, when, tid, label, price), (wh, first, last) in totals.items()
-    ]
+    if pieces:
+        ref = np.concatenate([ref, np.array([p.ref for p in pieces], dtype=np.int64)])
+        key = np.concatenate(
+            [
+                key,
+                np.array(
+                    [
+                        _key_code(
+                            key_of, keys, (p.local_date, p.tariff_id, p.label, p.price_per_kwh)
+                        )
+                        for p in pieces
+                    ],
+                    dtype=np.int64,
+                ),
+            ]
+        )
+        wh = np.concatenate([wh, np.array([p.energy_wh for p in pieces], dtype=np.int64)])
+        first = np.concatenate([first, np.array([p.start_s for p in pieces], dtype=np.int64)])
+        last = np.concatenate([last, np.array([p.end_s for p in pieces], dtype=np.int64)])
+    if not len(ref):
+        return DailyColumns(empty, empty, empty, empty, empty, keys)
+    # Sum per (ref, key): sort by it, then add and take min / max over each run.
+    group = ref * len(keys) + key
+    order = np.argsort(group, kind="stable")
+    group = group[order]
+    runs = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    out_ref = ref[order][runs]
+    out_key = key[order][runs]
+    out_wh = np.add.reduceat(wh[order], runs)
+    out_first = np.minimum.reduceat(first[order], runs)
+    out_last = np.maximum.reduceat(last[order], runs)
+    by_time = np.lexsort((out_last, out_first, out_ref))
+    return DailyColumns(
+        out_ref[by_time],
+        out_key[by_time],
+        out_wh[by_time],
+        out_first[by_time],
+        out_last[by_time],
+        keys,
+    )
 
 
-def _fold(
-    totals: dict[tuple[Hashable | None, date, str, str, Decimal], list[int]],
-    key: tuple[Hashable | None, date, str, str, Decimal],
-    wh: int,
-    first: int,
-    last: int,
-) -> None:
-    acc = totals.get(key)
-    if acc is None:
-        totals[key] = [wh, first, last]
-    else:
-        acc[0] += wh
-        acc[1] = min(acc[1], first)
-        acc[2] = max(acc[2], last)
+def _key_code(key_of: dict[DayKey, int], keys: list[DayKey], key: DayKey) -> int:
+    code = key_of.get(key)
+    if code is None:
+        code = key_of[key] = len(keys)
+        keys.append(key)
+    return code
 
 
 def rate_readings(

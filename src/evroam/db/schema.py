@@ -251,7 +251,7 @@ charges = Table(
     Column("amount", ExactDecimal, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("corrects_id", Integer, ForeignKey("charges.id")),
-    Column("bill_id", String(64), index=True),
+    Column("bill_id", String(64)),  # the bill the line is on; NULL until billed
     Column("created_at", UtcDateTime, nullable=False),
     # posted roaming charges: the utility where the energy was drawn, named for the bill
     Column("origin", String(120)),
@@ -406,7 +406,15 @@ Index(
     interval_readings.c.interval_start_at,
 )
 Index("ix_charges_session", charges.c.premise_id, charges.c.session_id)
-Index("ix_charges_unbilled", charges.c.utility_id, charges.c.bill_id, charges.c.cycle)
+# Only the lines still to bill: a billing run finds them without reading the billed past,
+# and a line written already on its bill (bill_store.run_cycle) never enters the index.
+Index(
+    "ix_charges_unbilled",
+    charges.c.utility_id,
+    charges.c.cycle,
+    postgresql_where=charges.c.bill_id.is_(None),
+    sqlite_where=charges.c.bill_id.is_(None),
+)
 
 
 # --- portal: sign-in for customers and operators (docs/portal.md) --------------------------

@@ -1,45 +1,52 @@
 """Rate many closed sessions into the ledger in one pass: the batch behind a billing run.
 
 UtilityService._rate prices one session per call (two queries, one insert). Here the
-readings of every session of the batch are streamed once, ordered by session, priced in
-chunks of whole sessions with the utility's one SessionRater (its rating context and line
-key; core.rating.rate_daily_columns, vectorised with numpy, sums Wh per session and band;
-round_money, the one rounding rule, rounds each line once), and the ledger lines are
-appended in bulk (PostgreSQL binary COPY, SQLite executemany). The lines are those the
-per-session path would write, key for key and cent for cent: one line per session x
-billing cycle x local day x period label x tariff x price, rounded once; a session
-already in the ledger gets only the difference, as adjustment lines naming the first line
-they correct.
+sessions of the batch are staged in a temporary table with a number each; their readings
+are read once as integer columns (on PostgreSQL packed into one bytea that numpy reads);
+they are priced in chunks of whole sessions with the utility's one SessionRater
+(core.rating.daily_columns sums Wh per session, day and price, vectorised; round_money,
+the one rounding rule, rounds each line once); and the ledger lines are appended in bulk
+(PostgreSQL binary COPY, sent while the next chunk is rated; SQLite executemany). The
+lines are those the per-session path would write, key for key and cent for cent: one line
+per session x billing cycle x local day x period label x tariff x price, rounded once; a
+session already in the ledger gets only the difference, as adjustment lines naming the
+first line they correct.
+
+A billing run passes a LineSink: each new line is offered to it, and the bill it names is
+written on the line as it is inserted, so lines rated by the run never need claiming.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import numpy as np
-from sqlalchemy import BigInteger, Connection, Integer, Select, cast, false, func, select
+from numpy.typing import NDArray
+from sqlalchemy import Connection, column, exists, false, select, table
 from sqlalchemy.sql.elements import ColumnElement
 
-from evroam.core.calendar import to_epoch_s
+from evroam.core.calendar import from_epoch_s, local_midnight_s, to_epoch_s
 from evroam.core.money import round_money
-from evroam.core.rating import DailyTotal, ReadingRow, rate_daily, rate_daily_columns
+from evroam.core.rating import DailyColumns, daily_columns
 from evroam.db import schema as s
-from evroam.db.bulk import bulk_insert
+from evroam.db.bulk import Pipelined, bulk_insert, select_rows
 from evroam.territory.model import Utility
+from evroam.utility.cycles import cycle_bounds, cycle_of
 from evroam.utility.ledger import held_lines
-from evroam.utility.rate_session import Change, Held, LineKey, SessionRater, ledger_changes
+from evroam.utility.rate_session import Held, LineKey, SessionRater, ledger_changes
 
 SessionKey = tuple[str, str]  # (premise_id, session_id): the sessions table's key
 Owed = dict[LineKey, tuple[int, Decimal]]
+Columns = NDArray[np.int64]
 
-# The ledger columns this module writes, in COPY / INSERT order (id and bill_id are left
-# to the database: serial id, not yet billed).
+# The ledger columns this module writes, in COPY / INSERT order (id is left to the
+# database; bill_id is the bill a run puts the line on, or None: not yet billed).
 LEDGER_COLUMNS = (
     "utility_id",
     "account_id",
@@ -56,10 +63,28 @@ LEDGER_COLUMNS = (
     "currency",
     "corrects_id",
     "created_at",
+    "bill_id",
 )
 
-# Readings priced per flush: bounds memory whatever the size of the batch.
-CHUNK_READINGS = 100_000
+# Readings priced per chunk: bounds the rating's working set whatever the size of the batch,
+# and each chunk's lines are sent while the next chunk is rated.
+CHUNK_READINGS = 50_000
+
+# The batch's sessions, numbered, in a temporary table the readings and ledger join.
+_BATCH = table("evroam_batch", column("code"), column("premise_id"), column("session_id"))
+
+
+class LineSink(Protocol):
+    """Where a billing run takes the lines the batch writes (bill_store.BillRun)."""
+
+    def take(
+        self,
+        session: Mapping[str, Any],
+        key: LineKey,
+        energy_wh: int,
+        amount: Decimal,
+    ) -> str | None:
+        """The id of the bill the new line is on, or None to leave it unbilled."""
 
 
 @dataclass
@@ -69,57 +94,11 @@ class BatchRating:
     sessions: int = 0
     readings: int = 0
     lines: int = 0
+    billed: int = 0  # lines written already on a bill
     read_s: float = 0.0
     rate_s: float = 0.0
     write_s: float = 0.0
     per_tariff: dict[str, int] = field(default_factory=dict)  # readings priced per tariff
-
-
-def owed_by_session(
-    rater: SessionRater, tariff_id: str, rows: Iterable[ReadingRow]
-) -> dict[Hashable, Owed]:
-    """SessionRater.lines for many sessions at once: rows carry their session as ref."""
-    return _owed(rater, rate_daily(rater.context, tariff_id, rows))
-
-
-def _owed(rater: SessionRater, totals: Iterable[DailyTotal]) -> dict[Hashable, Owed]:
-    """The ledger lines of daily totals, per session: what SessionRater.lines gives each.
-
-    A daily total (session, day, tariff, label, price) is exactly one line: the line key
-    only adds the billing cycle, a function of the day, so grouping them with to_lines
-    would be the identity. Each line is rounded once with the one rule (round_money) and
-    a session's lines come in to_lines' order: first start, last end, then repr of the key.
-    """
-    currency = rater.currency
-    cycles: dict[date, str] = {}
-    lines: list[tuple[int, int, Hashable, LineKey, int, Decimal]] = []
-    for total in totals:
-        day = total.local_date
-        cycle = cycles.get(day)
-        if cycle is None:
-            cycle = cycles[day] = rater.key(total)[0]
-        key = (cycle, day, total.label, total.tariff_id, total.price_per_kwh)
-        amount = round_money(total.cost, currency)
-        lines.append((total.start_s, total.end_s, total.ref, key, total.energy_wh, amount))
-    lines.sort(key=_by_time)
-    by_ref: dict[Hashable, list[tuple[int, int, Hashable, LineKey, int, Decimal]]] = {}
-    for line in lines:
-        mine = by_ref.get(line[2])
-        if mine is None:
-            by_ref[line[2]] = [line]
-        else:
-            mine.append(line)
-    owed: dict[Hashable, Owed] = {}
-    for ref, mine in by_ref.items():
-        # A session's lines rarely share (start, end); to_lines orders those by repr(key).
-        if any(a[:2] == b[:2] for a, b in pairwise(mine)):
-            mine.sort(key=lambda line: (line[0], line[1], repr((line[2], line[3]))))
-        owed[ref] = {key: (wh, amount) for _, _, _, key, wh, amount in mine}
-    return owed
-
-
-def _by_time(line: tuple[int, int, Hashable, LineKey, int, Decimal]) -> tuple[int, int]:
-    return (line[0], line[1])
 
 
 def rate_closed_sessions(
@@ -130,256 +109,378 @@ def rate_closed_sessions(
     now: datetime,
     rater: SessionRater | None = None,
     chunk_readings: int = CHUNK_READINGS,
+    sink: LineSink | None = None,
 ) -> BatchRating:
     """Bring the ledger lines of many closed sessions to what their readings are worth.
 
     `sessions` are rows of the sessions table (premise_id, session_id, payer_account,
-    tariff_id, metered; and plugged_in_at, ended_at, reported_energy_wh when unmetered);
-    None rates every closed session of the utility. Runs in the caller's transaction and is
-    idempotent: a session whose ledger already matches gets nothing new.
+    tariff_id, metered, case; and plugged_in_at, ended_at, reported_energy_wh when
+    unmetered); None rates every closed session of the utility. Runs in the caller's
+    transaction and is idempotent: a session whose ledger already matches gets nothing new.
     """
     rater = rater or SessionRater(utility)
     stats = BatchRating()
     began = time.perf_counter()
-    batch = (
-        _closed_sessions(conn, utility.id)
-        if sessions is None
-        else {(row["premise_id"], row["session_id"]): row for row in sessions}
-    )
-    held = _held_lines(conn, utility.id, batch)
-    stats.read_s += time.perf_counter() - began
+    batch = _closed_sessions(conn, utility.id) if sessions is None else list(sessions)
     stats.sessions = len(batch)
-    writer = _LedgerWriter(conn, utility, now)
-    pending: dict[str, _Pending] = {}  # tariff -> readings of the sessions in hand
-    in_hand: list[SessionKey] = []
-    buffered = 0
+    if not batch:
+        return stats
+    _stage(conn, batch)
+    held_by_key = _held_lines(conn, utility.id)
+    held: dict[int, Held] = {}
+    if held_by_key:
+        for k, row in enumerate(batch):
+            got = held_by_key.get((row["premise_id"], row["session_id"]))
+            if got:
+                held[k] = got
+    readings = _readings(conn, batch)
+    stats.read_s += time.perf_counter() - began
+    stats.readings = len(readings[0])
 
-    def flush() -> None:
-        nonlocal buffered
-        started = time.perf_counter()
-        owed: dict[Hashable, Owed] = {}
-        for tariff_id, part in pending.items():
-            owed.update(_owed(rater, part.rate(rater, tariff_id)))
-            stats.per_tariff[tariff_id] = stats.per_tariff.get(tariff_id, 0) + len(part.rows)
-        lines: list[tuple[Mapping[str, Any], Change]] = []
-        for key in in_hand:
-            session = batch[key]
-            changes = ledger_changes(owed.get(key, {}), held.get(key, {}))
-            lines.extend((session, change) for change in changes)
-        stats.rate_s += time.perf_counter() - started
-        started = time.perf_counter()
-        stats.lines += writer.write(lines)
-        stats.write_s += time.perf_counter() - started
-        pending.clear()
-        in_hand.clear()
-        buffered = 0
+    started = time.perf_counter()
+    lines = _Lines(rater, batch, held, utility, now, sink)
+    tariffs = sorted({row["tariff_id"] for row in batch})
+    tariff_of = np.array([tariffs.index(row["tariff_id"]) for row in batch], dtype=np.int64)
+    order = np.lexsort((readings[1], readings[0]))  # by session, then time
+    codes, starts, intervals, energies = (a[order] for a in readings)
+    writer = Pipelined(conn)
+    charges = s.charges
 
-    seen: set[SessionKey] = set()
-    unmetered = [key for key, row in batch.items() if row.get("metered") is False]
-    reading_groups = _reading_groups(conn, batch, stats)
-    for key, rows in _with_unmetered(reading_groups, batch, unmetered):
-        if buffered >= chunk_readings:
-            flush()
-        seen.add(key)
-        in_hand.append(key)
+    def write(rows: list[tuple[Any, ...]]) -> None:
         if rows:
-            tariff_id = batch[key]["tariff_id"]
-            part = pending.get(tariff_id)
-            if part is None:
-                part = pending[tariff_id] = _Pending()
-            part.add(key, rows)
-            buffered += len(rows)
-            stats.readings += len(rows)
-    # Sessions without a single reading: nothing owed, but what is held must be reversed.
-    in_hand.extend(key for key in batch if key not in seen)
-    flush()
+            writer.submit(lambda: bulk_insert(conn, charges, LEDGER_COLUMNS, rows))
+
+    try:
+        for t, tariff_id in enumerate(tariffs):
+            of_tariff = np.flatnonzero(tariff_of[codes] == t)
+            stats.per_tariff[tariff_id] = len(of_tariff)
+            for part in _chunks(codes[of_tariff], chunk_readings):
+                rows = of_tariff[part]
+                totals = daily_columns(
+                    rater.context,
+                    tariff_id,
+                    starts[rows],
+                    intervals[rows],
+                    energies[rows],
+                    codes[rows],
+                )
+                lines.add(totals)
+                write(lines.take_rows())
+        # Sessions without a single reading: nothing owed, but what is held is reversed.
+        for code in sorted(set(held) - lines.seen):
+            lines.add_changes(code, {})
+        write(lines.take_rows())
+    finally:
+        written = writer.close()
+    stats.rate_s += time.perf_counter() - started - writer.waited_s
+    stats.write_s += writer.waited_s
+    stats.lines = written
+    stats.billed = lines.billed
     return stats
 
 
-Reading = tuple[int, int, int]  # epoch s, interval s, Wh
+def _chunks(codes: Columns, size: int) -> Iterable[slice]:
+    """Slices of sorted session codes, about `size` readings each, never splitting one."""
+    start, n = 0, len(codes)
+    while start < n:
+        stop = min(start + max(size, 1), n)
+        if stop < n:
+            # move the cut to the first reading of the session it falls in
+            stop = int(np.searchsorted(codes, codes[stop], side="left"))
+            if stop <= start:
+                stop = int(np.searchsorted(codes, codes[start], side="right"))
+        yield slice(start, stop)
+        start = stop
 
 
-class _Pending:
-    """One tariff's readings of the sessions in hand, session by session, for rating."""
+class _Lines:
+    """New ledger lines, as rows for the bulk insert, from daily totals or ledger changes."""
 
-    def __init__(self) -> None:
-        self.sessions: list[SessionKey] = []
-        self.counts: list[int] = []
-        self.rows: list[Reading] = []
-
-    def add(self, session: SessionKey, rows: Sequence[Reading]) -> None:
-        self.sessions.append(session)
-        self.counts.append(len(rows))
-        self.rows.extend(rows)
-
-    def rate(self, rater: SessionRater, tariff_id: str) -> list[DailyTotal]:
-        columns = np.array(self.rows, dtype=np.int64).reshape(-1, 3)
-        codes = np.repeat(np.arange(len(self.sessions), dtype=np.int64), self.counts)
-        return rate_daily_columns(
-            rater.context,
-            tariff_id,
-            columns[:, 0],
-            columns[:, 1],
-            columns[:, 2],
-            codes,
-            self.sessions,
-        )
-
-
-def _with_unmetered(
-    groups: Iterator[tuple[SessionKey, list[Reading]]],
-    batch: Mapping[SessionKey, Mapping[str, Any]],
-    unmetered: Sequence[SessionKey],
-) -> Iterator[tuple[SessionKey, list[Reading]]]:
-    """Metered sessions with their readings, then unmetered ones priced from their report."""
-    skip = set(unmetered)
-    for key, rows in groups:
-        if key not in skip:
-            yield key, rows
-    for key in unmetered:
-        row = batch[key]
-        # As service._session_intervals: the whole report as one interval.
-        seconds = int((row["ended_at"] - row["plugged_in_at"]).total_seconds())
-        start = to_epoch_s(row["plugged_in_at"])
-        yield key, [(start, max(seconds, 1), row["reported_energy_wh"])]
-
-
-def _epoch_s(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[int]:
-    """Whole epoch seconds of a UtcDateTime column, computed by the database.
-
-    Truncated like int(datetime.timestamp()); on SQLite the stored text is cut before its
-    fraction because strftime('%s') would round it.
-    """
-    if conn.dialect.name == "sqlite":
-        return cast(func.strftime("%s", func.substr(column, 1, 19)), Integer)
-    return cast(func.floor(func.extract("epoch", column)), BigInteger)
-
-
-def _closed_sessions(conn: Connection, utility_id: str) -> dict[SessionKey, dict[str, Any]]:
-    t = s.sessions
-    batch: dict[SessionKey, dict[str, Any]] = {}
-    for premise_id, session_id, payer, tariff_id, metered in conn.execute(
-        select(t.c.premise_id, t.c.session_id, t.c.payer_account, t.c.tariff_id, t.c.metered)
-        .where(t.c.utility_id == utility_id, t.c.closed)
-        .order_by(t.c.premise_id, t.c.session_id)
-    ).all():
-        batch[(premise_id, session_id)] = {
-            "premise_id": premise_id,
-            "session_id": session_id,
-            "payer_account": payer,
-            "tariff_id": tariff_id,
-            "metered": metered,
-        }
-    # The few unmetered ones need their report; typed instants, read one by one row here.
-    for row in conn.execute(
-        select(t).where(t.c.utility_id == utility_id, t.c.closed, t.c.metered == false())
-    ).mappings():
-        batch[(row["premise_id"], row["session_id"])] = dict(row)
-    return batch
-
-
-def _held_lines(
-    conn: Connection, utility_id: str, batch: Mapping[SessionKey, Any]
-) -> dict[SessionKey, Held]:
-    """The ledger lines already held for the batch's sessions."""
-    held = held_lines(
-        conn, (s.charges.c.utility_id == utility_id) & s.charges.c.session_id.is_not(None)
-    )
-    return {key: lines for key, lines in held.items() if key in batch}
-
-
-def _reading_groups(
-    conn: Connection, batch: Mapping[SessionKey, Any], stats: BatchRating
-) -> Iterator[tuple[SessionKey, list[Reading]]]:
-    """Each batch session's readings as rating rows (epoch s, interval s, Wh).
-
-    One streamed query ordered by session; readings of sessions outside the batch are read
-    and dropped (a batch is most of a cycle, so one scan beats a lookup per session).
-    """
-    r = s.interval_readings
-    statement = select(
-        r.c.premise_id,
-        r.c.session_id,
-        _epoch_s(conn, r.c.interval_start_at),
-        r.c.interval_s,
-        r.c.energy_wh,
-    ).order_by(r.c.premise_id, r.c.session_id)
-    result = _stream(conn, statement, 20_000)
-    current: SessionKey | None = None
-    rows: list[Reading] = []
-    last_premise: str | None = None
-    last_session: str | None = None
-    started = time.perf_counter()
-    for part in result:
-        for premise_id, session_id, start_s, interval_s, energy_wh in part:
-            if session_id != last_session or premise_id != last_premise:
-                last_premise, last_session = premise_id, session_id
-                if current is not None:
-                    stats.read_s += time.perf_counter() - started
-                    yield current, rows
-                    started = time.perf_counter()
-                key = (premise_id, session_id)
-                current = key if key in batch else None
-                rows = []
-            if current is not None:
-                rows.append((start_s, interval_s, energy_wh))
-    stats.read_s += time.perf_counter() - started
-    if current is not None:
-        yield current, rows
-
-
-def _stream(conn: Connection, statement: Select[Any], size: int) -> Iterator[list[Any]]:
-    """The statement's rows as plain driver tuples, `size` at a time.
-
-    Straight from the driver: SQLAlchemy's row objects cost about as much as the database
-    does here, and the columns selected need no type processing. PostgreSQL streams
-    through a server-side cursor, inside the caller's transaction.
-    """
-    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    if conn.dialect.name == "postgresql":
-        cursor = driver.cursor(name="evroam_batch_readings")
-        cursor.itersize = size
-    else:
-        cursor = driver.cursor()
-    try:
-        cursor.execute(sql)
-        while part := cursor.fetchmany(size):
-            yield part
-    finally:
-        cursor.close()
-
-
-class _LedgerWriter:
-    """Appends ledger lines in bulk (db/bulk.py: COPY on PostgreSQL)."""
-
-    def __init__(self, conn: Connection, utility: Utility, now: datetime) -> None:
-        self.conn = conn
+    def __init__(
+        self,
+        rater: SessionRater,
+        batch: Sequence[Mapping[str, Any]],
+        held: Mapping[int, Held],
+        utility: Utility,
+        now: datetime,
+        sink: LineSink | None,
+    ) -> None:
+        self.rater = rater
+        self.batch = batch
+        self.held = held
         self.utility_id = utility.id
         self.currency = utility.currency
+        self.cycle_day = utility.billing_cycle_day
         self.now = now
+        self.sink = sink
+        self.rows: list[tuple[Any, ...]] = []
+        self.billed = 0
+        self.seen: set[int] = set()  # sessions that had daily totals
+        self._cycles: dict[date, str] = {}
 
-    def write(self, lines: Sequence[tuple[Mapping[str, Any], Change]]) -> int:
-        utility_id, currency, now = self.utility_id, self.currency, self.now
-        rows = (
+    def add(self, totals: DailyColumns) -> None:
+        """A chunk's daily totals: one line each, per session in to_lines' order."""
+        cycles = self._cycles
+        keys: list[tuple[LineKey, Decimal]] = []  # line key, price per Wh
+        for local_date, tariff_id, label, price in totals.keys:
+            cycle = cycles.get(local_date)
+            if cycle is None:
+                cycle = cycles[local_date] = cycle_of(local_date, self.cycle_day)
+            keys.append(((cycle, local_date, label, tariff_id, price), price.scaleb(-3)))
+        currency = self.currency
+        ref = totals.ref.tolist()
+        key = totals.key.tolist()
+        wh = totals.energy_wh.tolist()
+        # to_lines breaks a tie on (first start, last end) by repr(key): rare, so find them
+        ties = _ties(totals)
+        k, n = 0, len(ref)
+        while k < n:
+            code = ref[k]
+            end = k + 1
+            while end < n and ref[end] == code:
+                end += 1
+            order: Iterable[int] = range(k, end)
+            if ties is not None and ties[k:end].any():
+                order = sorted(
+                    order,
+                    key=lambda j: (totals.first_s[j], totals.last_s[j], repr(keys[key[j]][0])),
+                )
+            owed = {}
+            for j in order:
+                line_key, price_wh = keys[key[j]]
+                owed[line_key] = (wh[j], round_money(price_wh * wh[j], currency))
+            self.seen.add(code)
+            held = self.held.get(code)
+            if held:
+                self.add_changes(code, owed)
+            else:
+                session = self.batch[code]
+                for line_key, (energy, amount) in owed.items():
+                    self._row(session, line_key, energy, amount, None)
+            k = end
+
+    def add_changes(self, code: int, owed: Owed) -> None:
+        session = self.batch[code]
+        for change in ledger_changes(owed, self.held.get(code, {})):
+            line_key, energy, amount, first = change
+            self._row(session, line_key, energy, amount, first)
+
+    def _row(
+        self,
+        session: Mapping[str, Any],
+        key: LineKey,
+        energy_wh: int,
+        amount: Decimal,
+        corrects: int | None,
+    ) -> None:
+        bill = None if self.sink is None else self.sink.take(session, key, energy_wh, amount)
+        if bill is not None:
+            self.billed += 1
+        cycle, local_date, label, tariff_id, price = key
+        self.rows.append(
             (
-                utility_id,
+                self.utility_id,
                 session["payer_account"],
                 session["premise_id"],
                 session["session_id"],
                 cycle,
                 local_date,
-                "energy" if first is None else "adjustment",
+                "energy" if corrects is None else "adjustment",
                 label,
                 tariff_id,
                 price,
-                wh,
+                energy_wh,
                 amount,
-                currency,
-                first,
-                now,
+                self.currency,
+                corrects,
+                self.now,
+                bill,
             )
-            for session, ((cycle, local_date, label, tariff_id, price), wh, amount, first) in lines
         )
-        return bulk_insert(self.conn, s.charges, LEDGER_COLUMNS, rows)
+
+    def take_rows(self) -> list[tuple[Any, ...]]:
+        rows, self.rows = self.rows, []
+        return rows
+
+
+def _ties(totals: DailyColumns) -> NDArray[np.bool_] | None:
+    """Where a session's consecutive totals share (first start, last end), or None."""
+    if len(totals.ref) < 2:
+        return None
+    same = (
+        (totals.ref[1:] == totals.ref[:-1])
+        & (totals.first_s[1:] == totals.first_s[:-1])
+        & (totals.last_s[1:] == totals.last_s[:-1])
+    )
+    if not same.any():
+        return None
+    tied: NDArray[np.bool_] = np.r_[same, False] | np.r_[False, same]
+    return tied
+
+
+def sessions_of_cycle(conn: Connection, utility: Utility, cycle: str) -> list[dict[str, Any]]:
+    """The closed sessions a billing run of `cycle` rates: those that drew energy in it.
+
+    A session overlapping the cycle's local dates, in the utility's zone. Roaming sessions
+    the utility serves for another one are left to UtilityService._rate, which also queues
+    their claims for the clearinghouse.
+    """
+    first, after = cycle_bounds(cycle, utility.billing_cycle_day)
+    zone = ZoneInfo(utility.time_zone)
+    start, end = (from_epoch_s(local_midnight_s(zone, day)) for day in (first, after))
+    t = s.sessions
+    return _closed_sessions(
+        conn,
+        utility.id,
+        (t.c.plugged_in_at < end)
+        & (t.c.ended_at.is_(None) | (t.c.ended_at >= start))
+        & (t.c.case != "roaming"),
+    )
+
+
+def _closed_sessions(
+    conn: Connection, utility_id: str, where: ColumnElement[bool] | None = None
+) -> list[dict[str, Any]]:
+    """Closed sessions of the utility (and `where`), as rating needs them."""
+    t = s.sessions
+    names = ("premise_id", "session_id", "payer_account", "tariff_id", "metered", "case")
+    chosen = (t.c.utility_id == utility_id) & t.c.closed
+    if where is not None:
+        chosen = chosen & where
+    rows = select_rows(
+        conn,
+        select(*(t.c[name] for name in names))
+        .where(chosen)
+        .order_by(t.c.premise_id, t.c.session_id),
+    )
+    batch = [dict(zip(names, row, strict=True)) for row in rows]
+    # The few unmetered ones are priced from their report: read those with typed instants.
+    reports = {
+        (r["premise_id"], r["session_id"]): r
+        for r in conn.execute(
+            select(
+                t.c.premise_id,
+                t.c.session_id,
+                t.c.plugged_in_at,
+                t.c.ended_at,
+                t.c.reported_energy_wh,
+            ).where(t.c.utility_id == utility_id, t.c.closed, t.c.metered == false())
+        ).mappings()
+    }
+    if reports:
+        for row in batch:
+            report = reports.get((row["premise_id"], row["session_id"]))
+            if report is not None:
+                row.update(report)
+    return batch
+
+
+def _stage(conn: Connection, batch: Sequence[Mapping[str, Any]]) -> None:
+    """Number the batch's sessions in a temporary table (emptied first: one per connection)."""
+    conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS evroam_batch "
+        "(code INTEGER PRIMARY KEY, premise_id VARCHAR(64) NOT NULL, "
+        "session_id VARCHAR(64) NOT NULL)"
+    )
+    conn.exec_driver_sql("DELETE FROM evroam_batch")
+    rows = ((k, row["premise_id"], row["session_id"]) for k, row in enumerate(batch))
+    if conn.dialect.name == "postgresql":
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with (
+            driver.cursor() as cursor,
+            cursor.copy("COPY evroam_batch (code, premise_id, session_id) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        conn.exec_driver_sql("ANALYZE evroam_batch")  # so the join is planned on its size
+    else:
+        conn.exec_driver_sql(
+            "INSERT INTO evroam_batch (code, premise_id, session_id) VALUES (?, ?, ?)",
+            list(rows),
+        )
+
+
+def _held_lines(conn: Connection, utility_id: str) -> dict[SessionKey, Held]:
+    """The ledger lines already held for the staged sessions."""
+    c = s.charges
+    staged = exists().where(
+        _BATCH.c.premise_id == c.c.premise_id, _BATCH.c.session_id == c.c.session_id
+    )
+    return held_lines(conn, (c.c.utility_id == utility_id) & staged)
+
+
+def _readings(
+    conn: Connection, batch: Sequence[Mapping[str, Any]]
+) -> tuple[Columns, Columns, Columns, Columns]:
+    """(session code, start epoch s, interval s, Wh) of every reading to rate, as columns.
+
+    A metered session's EUMD readings; an unmetered one's report as one interval, as
+    service._session_intervals prices it (its readings, if any, are ignored).
+    """
+    unmetered = [k for k, row in enumerate(batch) if row.get("metered") is False]
+    metered = _metered_readings(conn)
+    if unmetered:
+        ignored = np.isin(metered[0], np.array(unmetered, dtype=np.int64))
+        metered = tuple(a[~ignored] for a in metered)  # type: ignore[assignment]
+        report = np.array(
+            [
+                (
+                    k,
+                    to_epoch_s(batch[k]["plugged_in_at"]),
+                    max(int((batch[k]["ended_at"] - batch[k]["plugged_in_at"]).total_seconds()), 1),
+                    batch[k]["reported_energy_wh"],
+                )
+                for k in unmetered
+            ],
+            dtype=np.int64,
+        ).reshape(-1, 4)
+        return tuple(  # type: ignore[return-value]
+            np.concatenate([m, report[:, i]]) for i, m in enumerate(metered)
+        )
+    return metered
+
+
+# One reading as PostgreSQL packs it below: code int4, start int8, interval int4, Wh int4,
+# big-endian (what int4send / int8send give).
+_PACKED = np.dtype([("code", ">i4"), ("start", ">i8"), ("interval", ">i4"), ("wh", ">i4")])
+
+
+def _metered_readings(conn: Connection) -> tuple[Columns, Columns, Columns, Columns]:
+    """The staged sessions' EUMD readings, straight from the database into numpy.
+
+    PostgreSQL packs them into one bytea (string_agg of int4send / int8send): one value to
+    fetch, where a row or a COPY message per reading would cost microseconds each.
+    """
+    joined = (
+        "FROM interval_readings r JOIN evroam_batch b "
+        "ON r.premise_id = b.premise_id AND r.session_id = b.session_id"
+    )
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    if conn.dialect.name == "postgresql":
+        packed = (
+            "SELECT string_agg(int4send(b.code) "
+            "|| int8send(floor(date_part('epoch', r.interval_start_at))::int8) "
+            "|| int4send(r.interval_s) || int4send(r.energy_wh), ''::bytea) "
+        )
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(packed + joined)
+            row = cursor.fetchone()
+        data = b"" if row is None or row[0] is None else row[0]
+        rows = np.frombuffer(data, dtype=_PACKED)
+        return (
+            rows["code"].astype(np.int64),
+            rows["start"].astype(np.int64),
+            rows["interval"].astype(np.int64),
+            rows["wh"].astype(np.int64),
+        )
+    # SQLite keeps instants as fixed-width UTC text; cut the fraction as int(timestamp()) does.
+    start = "CAST(strftime('%s', substr(r.interval_start_at, 1, 19)) AS INTEGER)"
+    cursor = driver.cursor()
+    try:
+        cursor.execute(f"SELECT b.code, {start}, r.interval_s, r.energy_wh {joined}")
+        table_ = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 4)
+    finally:
+        cursor.close()
+    return table_[:, 0], table_[:, 1], table_[:, 2], table_[:, 3]

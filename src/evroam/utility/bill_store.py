@@ -7,7 +7,11 @@ for the cycle gets nothing new; ledger lines that arrive after that wait for the
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,55 +20,73 @@ from sqlalchemy import Connection, bindparam, or_, select, update
 from evroam.db import schema as s
 from evroam.db.bulk import bulk_insert, bulk_set, select_rows
 from evroam.territory.model import Utility
+from evroam.utility.batch_rating import BatchRating, rate_closed_sessions, sessions_of_cycle
 from evroam.utility.billing import (
     Bill,
+    BillDraft,
     BillLine,
     DayTotal,
     DlcCredit,
     LedgerEntry,
     ProgramCharge,
     bill_id,
-    compose_bill,
 )
+from evroam.utility.prices import published_prices
+from evroam.utility.rate_session import LineKey, SessionRater
 
 
-def issue_cycle(conn: Connection, utility: Utility, cycle: str, now: datetime) -> list[Bill]:
+def issue_cycle(
+    conn: Connection,
+    utility: Utility,
+    cycle: str,
+    now: datetime,
+    *,
+    rate: bool = True,
+    rater: SessionRater | None = None,
+) -> list[Bill]:
     """Issue every bill of `cycle` not yet issued; return the bills issued by this call."""
-    billed = {
-        account
-        for (account,) in conn.execute(
-            select(s.bills.c.account_id).where(
-                s.bills.c.utility_id == utility.id, s.bills.c.cycle == cycle
-            )
-        )
-    }
-    by_account = _unbilled(conn, utility.id, cycle)
-    charges = _program_charges(utility)
-    credits = _dlc_credits(conn, utility, cycle)
-    issued_before = _issued_cycles(conn, utility.id)
-    bills: list[Bill] = []
-    claims: list[tuple[str, list[int]]] = []
-    participations: list[dict[str, str]] = []
-    for account in sorted(set(by_account) | set(charges) | set(credits)):
-        if account in billed:
-            continue
-        charge_ids, entries = by_account.get(account, ([], []))
-        bill = compose_bill(
-            utility.id,
-            account,
-            cycle,
-            utility.currency,
-            entries,
-            charges.get(account, ()),
-            [credit for credit, _ in credits.get(account, ())],
-            issued_bills=issued_before.get(account, {}),
-        )
-        bills.append(bill)
-        claims.append((bill.bill_id, charge_ids))
-        participations += [key | {"bill": bill.bill_id} for _, key in credits.get(account, ())]
+    return run_cycle(conn, utility, cycle, now, rate=rate, rater=rater).bills
+
+
+@dataclass(frozen=True)
+class CycleRun:
+    """What a billing run issued, what its rating did, and where the time went (seconds)."""
+
+    bills: list[Bill]
+    rating: BatchRating | None
+    rate_s: float
+    issue_s: float
+
+
+def run_cycle(
+    conn: Connection,
+    utility: Utility,
+    cycle: str,
+    now: datetime,
+    *,
+    rate: bool = True,
+    rater: SessionRater | None = None,
+) -> CycleRun:
+    """Issue every bill of `cycle` not yet issued, in the caller's transaction.
+
+    With `rate` (the default) the run first brings the ledger of the cycle's closed sessions
+    to what their readings are worth (batch_rating: a true-up, which finds nothing to do
+    when every session was rated as it closed, and prices hours published since). Lines the
+    run writes for its own bills are written on them; older unbilled lines are claimed.
+    """
+    began = time.perf_counter()
+    run = BillRun(conn, utility, cycle)
+    rating = None
+    if rate:
+        rater = rater or SessionRater(utility, published_prices(conn, utility.id))
+        sessions = sessions_of_cycle(conn, utility, cycle)
+        rating = rate_closed_sessions(conn, utility, sessions, now=now, rater=rater, sink=run)
+    rated = time.perf_counter()
+    claims = run.add_unbilled(conn)
+    bills, participations = run.bills(conn)
     _save(conn, bills, now)
-    # Claim exactly the ledger lines each bill was composed from, by id.
-    bulk_set(conn, s.charges, "bill_id", [(i, bid) for bid, ids in claims for i in ids])
+    # Claim exactly the older ledger lines each bill was composed from, by id.
+    bulk_set(conn, s.charges, "bill_id", claims)
     if participations:
         part = s.event_participation
         conn.execute(
@@ -85,7 +107,99 @@ def issue_cycle(conn: Connection, utility: Utility, cycle: str, now: datetime) -
                 for k in participations
             ],
         )
-    return bills
+    return CycleRun(bills, rating, rated - began, time.perf_counter() - rated)
+
+
+class BillRun:
+    """The bills of one cycle as they are drafted, one per account not yet billed for it.
+
+    Takes ledger lines from rating as they are written (batch_rating.LineSink) and the
+    older unbilled lines from the ledger; each line is on one draft only.
+    """
+
+    def __init__(self, conn: Connection, utility: Utility, cycle: str) -> None:
+        self.utility = utility
+        self.cycle = cycle
+        self.billed = {
+            account
+            for (account,) in conn.execute(
+                select(s.bills.c.account_id).where(
+                    s.bills.c.utility_id == utility.id, s.bills.c.cycle == cycle
+                )
+            )
+        }
+        self.drafts: dict[str, BillDraft] = {}
+
+    def draft(self, account: str) -> BillDraft | None:
+        """The account's draft, or None when its bill for the cycle is already issued."""
+        draft = self.drafts.get(account)
+        if draft is None:
+            if account in self.billed:
+                return None
+            draft = self.drafts[account] = BillDraft(self.cycle)
+        return draft
+
+    def take(
+        self, session: Mapping[str, Any], key: LineKey, energy_wh: int, amount: Decimal
+    ) -> str | None:
+        """A line rating is about to write: on this run's bill, unless it is not yet due
+        (a later cycle), its account is billed already, or it is a roaming claim."""
+        line_cycle = key[0]
+        case = session["case"]
+        if line_cycle > self.cycle or case == "roaming":
+            return None
+        account = session["payer_account"]
+        draft = self.draft(account)
+        if draft is None:
+            return None
+        draft.add_line(
+            line_cycle,
+            key[1],
+            key[2],
+            key[4],
+            energy_wh,
+            amount,
+            session["session_id"],
+            case,
+            session["premise_id"],
+        )
+        return bill_id(account, self.cycle)
+
+    def add_unbilled(self, conn: Connection) -> list[tuple[int, str]]:
+        """Add the ledger's unbilled lines of the cycle and before; (line id, bill) claims."""
+        claims: list[tuple[int, str]] = []
+        for account, (ids, entries) in _unbilled(conn, self.utility.id, self.cycle).items():
+            draft = self.draft(account)
+            if draft is None:
+                continue
+            for entry in entries:
+                draft.add(entry)
+            bid = bill_id(account, self.cycle)
+            claims += [(i, bid) for i in ids]
+        return claims
+
+    def bills(self, conn: Connection) -> tuple[list[Bill], list[dict[str, str]]]:
+        """The bills, with program charges and credits; and the credits' claim keys."""
+        utility, cycle = self.utility, self.cycle
+        charges = _program_charges(utility)
+        credits = _dlc_credits(conn, utility, cycle)
+        for account in set(charges) | set(credits):
+            self.draft(account)
+        issued_before = _issued_cycles(conn, utility.id)
+        bills: list[Bill] = []
+        participations: list[dict[str, str]] = []
+        for account in sorted(self.drafts):
+            bill = self.drafts[account].bill(
+                utility.id,
+                account,
+                utility.currency,
+                charges.get(account, ()),
+                [credit for credit, _ in credits.get(account, ())],
+                issued_before.get(account, {}),
+            )
+            bills.append(bill)
+            participations += [key | {"bill": bill.bill_id} for _, key in credits.get(account, ())]
+        return bills, participations
 
 
 def _unbilled(

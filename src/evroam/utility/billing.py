@@ -145,91 +145,148 @@ def compose_bill(
     the bill they correct (`issued_bills`: cycle -> bill id). Lines are ordered: charging of
     this cycle by section and period, then adjustments, then program charges and credits.
     """
-    issued = issued_bills or {}
-    # group -> [Wh, amount, session ids]; (day, label) -> [Wh, amount]. Summed as they come,
-    # in one pass: a billing run composes tens of thousands of lines.
-    groups: dict[_Group, list[Any]] = {}
-    days: dict[tuple[date, str], list[Any]] = {}
-    sections: dict[tuple[str, str], str] = {}
-    zero = Decimal("0.00")
+    draft = BillDraft(cycle)
     for entry in entries:
-        earlier = entry.cycle < cycle
-        place = (entry.case, entry.where or entry.premise_id)
-        section = sections.get(place)
-        if section is None:
-            section = sections[place] = SECTIONS[place[0]].format(premise=place[1])
-        label = entry.label
-        key = _Group(earlier, entry.cycle if earlier else "", section, label, entry.price_per_kwh)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = [0, zero, set()]
-        group[0] += entry.energy_wh
-        group[1] += entry.amount
-        if entry.session_id:
-            group[2].add(entry.session_id)
-        if not earlier and entry.local_date is not None:
-            day = days.get((entry.local_date, label))
-            if day is None:
-                day = days[(entry.local_date, label)] = [0, zero]
-            day[0] += entry.energy_wh
-            day[1] += entry.amount
-
-    lines: list[BillLine] = []
-    for (earlier, earlier_cycle, section, label, price), (energy, amount, sessions) in sorted(
-        groups.items(), key=lambda item: item[0].order()
-    ):
-        rate = f" at {price} {currency}/kWh" if price is not None else ""
-        description = f"{section}, {period_name(label)}{rate}"
-        corrects = None
-        if earlier:
-            corrects = issued.get(earlier_cycle)
-            what = f"bill {corrects}" if corrects else f"cycle {earlier_cycle}"
-            description = f"Adjustment to {what}: {description}"
-        lines.append(
-            BillLine(
-                kind="adjustment" if earlier else "energy",
-                description=description,
-                label=label,
-                energy_wh=energy,
-                price_per_kwh=price,
-                amount=amount,
-                sessions=tuple(sorted(sessions)),
-                corrects=corrects,
-            )
-        )
-    for charge in sorted(program_charges, key=lambda c: (c.program_id, c.pev_id)):
-        lines.append(
-            BillLine(
-                kind="program_charge",
-                description=f"{charge.program_name} monthly charge, PEV {charge.pev_id}",
-                label=None,
-                energy_wh=0,
-                price_per_kwh=None,
-                amount=charge.amount,
-            )
-        )
-    for credit in sorted(dlc_credits, key=lambda c: (c.event_id, c.pev_id)):
-        lines.append(
-            BillLine(
-                kind="dlc_credit",
-                description=f"Load-control credit: {credit.description}, PEV {credit.pev_id}",
-                label=None,
-                energy_wh=0,
-                price_per_kwh=None,
-                amount=-credit.amount,
-            )
-        )
-    return Bill(
-        bill_id=bill_id(account_id, cycle),
-        utility_id=utility_id,
-        account_id=account_id,
-        cycle=cycle,
-        currency=currency,
-        lines=tuple(lines),
-        days=tuple(
-            DayTotal(d, label, wh, amount) for (d, label), (wh, amount) in sorted(days.items())
-        ),
+        draft.add(entry)
+    return draft.bill(
+        utility_id, account_id, currency, program_charges, dlc_credits, issued_bills or {}
     )
+
+
+class BillDraft:
+    """An account's bill for a cycle, summed as its ledger lines come (compose_bill's sums).
+
+    A billing run feeds each line once, in any order, from the ledger or straight from
+    rating, and keeps only the sums: group -> [Wh, amount, session ids] and
+    (day, label) -> [Wh, amount]. The bill's lines and their order do not depend on the
+    order the lines came in.
+    """
+
+    __slots__ = ("cycle", "days", "groups", "sections")
+
+    def __init__(self, cycle: str) -> None:
+        self.cycle = cycle
+        self.groups: dict[_Group, list[Any]] = {}
+        self.days: dict[tuple[date, str], list[Any]] = {}
+        self.sections: dict[tuple[str, str], str] = {}
+
+    def add(self, entry: LedgerEntry) -> None:
+        self.add_line(
+            entry.cycle,
+            entry.local_date,
+            entry.label,
+            entry.price_per_kwh,
+            entry.energy_wh,
+            entry.amount,
+            entry.session_id,
+            entry.case,
+            entry.where or entry.premise_id,
+        )
+
+    def add_line(
+        self,
+        cycle: str,
+        local_date: date | None,
+        label: str,
+        price: Decimal | None,
+        energy_wh: int,
+        amount: Decimal,
+        session_id: str | None,
+        case: str,
+        where: str,
+    ) -> None:
+        """One ledger line, as LedgerEntry's fields (`where`: the premise, or its name)."""
+        earlier = cycle < self.cycle
+        place = (case, where)
+        section = self.sections.get(place)
+        if section is None:
+            section = self.sections[place] = SECTIONS[case].format(premise=where)
+        key = _Group(earlier, cycle if earlier else "", section, label, price)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = [0, _ZERO, set()]
+        group[0] += energy_wh
+        group[1] += amount
+        if session_id:
+            group[2].add(session_id)
+        if not earlier and local_date is not None:
+            day = self.days.get((local_date, label))
+            if day is None:
+                day = self.days[(local_date, label)] = [0, _ZERO]
+            day[0] += energy_wh
+            day[1] += amount
+
+    def bill(
+        self,
+        utility_id: str,
+        account_id: str,
+        currency: str,
+        program_charges: Iterable[ProgramCharge] = (),
+        dlc_credits: Iterable[DlcCredit] = (),
+        issued_bills: Mapping[str, str] | None = None,
+    ) -> Bill:
+        """The bill of the lines added so far, with the program charges and credits."""
+        issued = issued_bills or {}
+        lines: list[BillLine] = []
+        for (earlier, earlier_cycle, section, label, price), (energy, amount, sessions) in sorted(
+            self.groups.items(), key=lambda item: item[0].order()
+        ):
+            rate = f" at {price} {currency}/kWh" if price is not None else ""
+            description = f"{section}, {period_name(label)}{rate}"
+            corrects = None
+            if earlier:
+                corrects = issued.get(earlier_cycle)
+                what = f"bill {corrects}" if corrects else f"cycle {earlier_cycle}"
+                description = f"Adjustment to {what}: {description}"
+            lines.append(
+                BillLine(
+                    kind="adjustment" if earlier else "energy",
+                    description=description,
+                    label=label,
+                    energy_wh=energy,
+                    price_per_kwh=price,
+                    amount=amount,
+                    sessions=tuple(sorted(sessions)),
+                    corrects=corrects,
+                )
+            )
+        for charge in sorted(program_charges, key=lambda c: (c.program_id, c.pev_id)):
+            lines.append(
+                BillLine(
+                    kind="program_charge",
+                    description=f"{charge.program_name} monthly charge, PEV {charge.pev_id}",
+                    label=None,
+                    energy_wh=0,
+                    price_per_kwh=None,
+                    amount=charge.amount,
+                )
+            )
+        for credit in sorted(dlc_credits, key=lambda c: (c.event_id, c.pev_id)):
+            lines.append(
+                BillLine(
+                    kind="dlc_credit",
+                    description=f"Load-control credit: {credit.description}, PEV {credit.pev_id}",
+                    label=None,
+                    energy_wh=0,
+                    price_per_kwh=None,
+                    amount=-credit.amount,
+                )
+            )
+        return Bill(
+            bill_id=bill_id(account_id, self.cycle),
+            utility_id=utility_id,
+            account_id=account_id,
+            cycle=self.cycle,
+            currency=currency,
+            lines=tuple(lines),
+            days=tuple(
+                DayTotal(d, label, wh, amount)
+                for (d, label), (wh, amount) in sorted(self.days.items())
+            ),
+        )
+
+
+_ZERO = Decimal("0.00")
 
 
 def describe_energy(energy_wh: int) -> str:
