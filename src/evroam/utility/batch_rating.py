@@ -39,7 +39,13 @@ from evroam.db.bulk import Pipelined, bulk_insert, select_rows
 from evroam.territory.model import Utility
 from evroam.utility.cycles import cycle_bounds, cycle_of
 from evroam.utility.ledger import held_lines
-from evroam.utility.rate_session import Held, LineKey, SessionRater, ledger_changes
+from evroam.utility.rate_session import (
+    Held,
+    LineKey,
+    SessionRater,
+    ledger_changes,
+    report_interval,
+)
 
 SessionKey = tuple[str, str]  # (premise_id, session_id): the sessions table's key
 Owed = dict[LineKey, tuple[int, Decimal]]
@@ -135,14 +141,14 @@ def rate_closed_sessions(
                 held[k] = got
     readings = _readings(conn, batch)
     stats.read_s += time.perf_counter() - began
-    stats.readings = len(readings[0])
+    stats.readings = len(readings)
 
     started = time.perf_counter()
     lines = _Lines(rater, batch, held, utility, now, sink)
     tariffs = sorted({row["tariff_id"] for row in batch})
     tariff_of = np.array([tariffs.index(row["tariff_id"]) for row in batch], dtype=np.int64)
-    order = np.lexsort((readings[1], readings[0]))  # by session, then time
-    codes, starts, intervals, energies = (a[order] for a in readings)
+    order = np.lexsort((readings[:, 1], readings[:, 0]))  # by session, then time
+    codes, starts, intervals, energies = readings[order].T
     writer = Pipelined(conn)
     charges = s.charges
 
@@ -410,35 +416,24 @@ def _held_lines(conn: Connection, utility_id: str) -> dict[SessionKey, Held]:
     return held_lines(conn, (c.c.utility_id == utility_id) & staged)
 
 
-def _readings(
-    conn: Connection, batch: Sequence[Mapping[str, Any]]
-) -> tuple[Columns, Columns, Columns, Columns]:
-    """(session code, start epoch s, interval s, Wh) of every reading to rate, as columns.
+def _readings(conn: Connection, batch: Sequence[Mapping[str, Any]]) -> Columns:
+    """Every reading to rate, a row each: (session code, start epoch s, interval s, Wh).
 
-    A metered session's EUMD readings; an unmetered one's report as one interval, as
-    service._session_intervals prices it (its readings, if any, are ignored).
+    A metered session's EUMD readings; an unmetered one's report as one interval
+    (rate_session.report_interval, as the per-session path prices it; its readings, if
+    any, are ignored).
     """
     unmetered = [k for k, row in enumerate(batch) if row.get("metered") is False]
     metered = _metered_readings(conn)
-    if unmetered:
-        ignored = np.isin(metered[0], np.array(unmetered, dtype=np.int64))
-        metered = tuple(a[~ignored] for a in metered)  # type: ignore[assignment]
-        report = np.array(
-            [
-                (
-                    k,
-                    to_epoch_s(batch[k]["plugged_in_at"]),
-                    max(int((batch[k]["ended_at"] - batch[k]["plugged_in_at"]).total_seconds()), 1),
-                    batch[k]["reported_energy_wh"],
-                )
-                for k in unmetered
-            ],
-            dtype=np.int64,
-        ).reshape(-1, 4)
-        return tuple(  # type: ignore[return-value]
-            np.concatenate([m, report[:, i]]) for i, m in enumerate(metered)
-        )
-    return metered
+    if not unmetered:
+        return metered
+    metered = metered[~np.isin(metered[:, 0], np.array(unmetered, dtype=np.int64))]
+    reports = [(k, *report_interval(batch[k])) for k in unmetered]
+    report = np.array(
+        [(k, to_epoch_s(start), seconds, wh) for k, start, seconds, wh in reports],
+        dtype=np.int64,
+    )
+    return np.concatenate([metered, report])
 
 
 # One reading as PostgreSQL packs it below: code int4, start int8, interval int4, Wh int4,
@@ -446,7 +441,7 @@ def _readings(
 _PACKED = np.dtype([("code", ">i4"), ("start", ">i8"), ("interval", ">i4"), ("wh", ">i4")])
 
 
-def _metered_readings(conn: Connection) -> tuple[Columns, Columns, Columns, Columns]:
+def _metered_readings(conn: Connection) -> Columns:
     """The staged sessions' EUMD readings, straight from the database into numpy.
 
     PostgreSQL packs them into one bytea (string_agg of int4send / int8send): one value to
@@ -469,12 +464,7 @@ def _metered_readings(conn: Connection) -> tuple[Columns, Columns, Columns, Colu
             row = cursor.fetchone()
         data = b"" if row is None or row[0] is None else row[0]
         rows = np.frombuffer(data, dtype=_PACKED)
-        return (
-            rows["code"].astype(np.int64),
-            rows["start"].astype(np.int64),
-            rows["interval"].astype(np.int64),
-            rows["wh"].astype(np.int64),
-        )
+        return np.column_stack([rows[name].astype(np.int64) for name in _PACKED.names or ()])
     # SQLite keeps instants as fixed-width UTC text; cut the fraction as int(timestamp()) does.
     start = "CAST(strftime('%s', substr(r.interval_start_at, 1, 19)) AS INTEGER)"
     cursor = driver.cursor()
@@ -483,4 +473,4 @@ def _metered_readings(conn: Connection) -> tuple[Columns, Columns, Columns, Colu
         table_ = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 4)
     finally:
         cursor.close()
-    return table_[:, 0], table_[:, 1], table_[:, 2], table_[:, 3]
+    return table_

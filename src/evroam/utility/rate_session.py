@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from evroam.core.rating import Priced, RatingContext, rate_rows, to_lines
 from evroam.territory.model import Utility
@@ -48,6 +49,12 @@ class SessionRater:
             line.key: (line.energy_wh, line.amount)  # type: ignore[misc]
             for line in to_lines(pieces, self.currency, self.key)
         }
+
+
+def report_interval(session: Mapping[str, Any]) -> tuple[datetime, int, int]:
+    """An unmetered session's (start, seconds, Wh) to rate: its whole report as one interval."""
+    seconds = int((session["ended_at"] - session["plugged_in_at"]).total_seconds())
+    return session["plugged_in_at"], max(seconds, 1), session["reported_energy_wh"]
 
 
 def ledger_changes(

@@ -63,7 +63,7 @@ from evroam.utility.planning import (
     unmanaged_schedule,
 )
 from evroam.utility.prices import published_prices
-from evroam.utility.rate_session import SessionRater, ledger_changes
+from evroam.utility.rate_session import SessionRater, ledger_changes, report_interval
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.registry import Registry
 
@@ -1063,8 +1063,7 @@ def _same_bind(existing: dict[str, Any], request: BindRequest) -> BindResult:
 def _session_intervals(conn: Connection, session: dict[str, Any]) -> list[tuple[Any, int, int]]:
     """(start, seconds, Wh) to rate: the EUMD's readings, or the report when unmetered."""
     if session.get("metered") is False:
-        seconds = int((session["ended_at"] - session["plugged_in_at"]).total_seconds())
-        return [(session["plugged_in_at"], max(seconds, 1), session["reported_energy_wh"])]
+        return [report_interval(session)]
     table = s.interval_readings
     rows = conn.execute(
         select(table.c.interval_start_at, table.c.interval_s, table.c.energy_wh)
