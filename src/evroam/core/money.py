@@ -19,6 +19,9 @@ MINOR_UNITS: dict[str, int] = {
 
 WH_PER_KWH = 1000
 
+# The minor unit of each currency as a Decimal quantum (0.01 for 2 places, 1 for 0).
+_QUANTUM = {currency: Decimal(1).scaleb(-places) for currency, places in MINOR_UNITS.items()}
+
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round an exact amount to the currency's minor unit, half away from zero.
@@ -26,9 +29,7 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
     This is the only place evroam rounds money. It is applied once per rated line
     (one session's energy in one tariff period); everything above that sums cents.
     """
-    places = MINOR_UNITS[currency]
-    quantum = Decimal(1).scaleb(-places)
-    return amount.quantize(quantum, rounding=ROUND_HALF_UP)
+    return amount.quantize(_QUANTUM[currency], rounding=ROUND_HALF_UP)
 
 
 def energy_cost(energy_wh: int, price_per_kwh: Decimal) -> Decimal:

@@ -303,6 +303,9 @@ bills = Table(
     Column("issued_at", UtcDateTime, nullable=False),
     Column("total", ExactDecimal, nullable=False),
     Column("currency", String(3), nullable=False),
+    # The daily chart, read and written whole: JSON [[local date, period label, Wh, amount]],
+    # by date and label (a row per day and period cost a row, a key and a foreign-key check).
+    Column("days", Text, nullable=False, server_default="[]"),
     UniqueConstraint("account_id", "cycle", name="uq_bills_account_cycle"),
 )
 
@@ -319,16 +322,6 @@ bill_lines = Table(
     Column("amount", ExactDecimal, nullable=False),
     Column("sessions", Text, nullable=False),  # JSON list of session ids behind the line
     Column("corrects", String(64)),  # the earlier bill an adjustment corrects
-)
-
-bill_days = Table(
-    "bill_days",
-    metadata,
-    _id("bill_id", ForeignKey("bills.id"), primary_key=True),
-    Column("local_date", Date, primary_key=True),
-    Column("label", String(64), primary_key=True),
-    Column("energy_wh", Integer, nullable=False),
-    Column("amount", ExactDecimal, nullable=False),
 )
 
 # --- hourly prices a utility publishes for its real-time-pricing tariffs ---------------------

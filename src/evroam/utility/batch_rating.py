@@ -80,17 +80,14 @@ CHUNK_READINGS = 50_000
 _BATCH = table("evroam_batch", column("code"), column("premise_id"), column("session_id"))
 
 
+NewLine = tuple[LineKey, int, Decimal]  # key, Wh, amount
+
+
 class LineSink(Protocol):
     """Where a billing run takes the lines the batch writes (bill_store.BillRun)."""
 
-    def take(
-        self,
-        session: Mapping[str, Any],
-        key: LineKey,
-        energy_wh: int,
-        amount: Decimal,
-    ) -> str | None:
-        """The id of the bill the new line is on, or None to leave it unbilled."""
+    def take(self, session: Mapping[str, Any], lines: Sequence[NewLine]) -> list[str | None]:
+        """The id of the bill each of the session's new lines is on (None: unbilled)."""
 
 
 @dataclass
@@ -147,8 +144,7 @@ def rate_closed_sessions(
     lines = _Lines(rater, batch, held, utility, now, sink)
     tariffs = sorted({row["tariff_id"] for row in batch})
     tariff_of = np.array([tariffs.index(row["tariff_id"]) for row in batch], dtype=np.int64)
-    order = np.lexsort((readings[:, 1], readings[:, 0]))  # by session, then time
-    codes, starts, intervals, energies = readings[order].T
+    codes, starts, intervals, energies = readings[_by_session_then_time(readings)].T
     writer = Pipelined(conn)
     charges = s.charges
 
@@ -183,6 +179,19 @@ def rate_closed_sessions(
     stats.lines = written
     stats.billed = lines.billed
     return stats
+
+
+def _by_session_then_time(readings: Columns) -> NDArray[np.intp]:
+    """The order of the readings by session code, then start: one sort of a combined key
+    when the starts span less than 2**32 s (a third faster than np.lexsort's two)."""
+    if len(readings) == 0:
+        return np.arange(0)
+    codes, starts = readings[:, 0], readings[:, 1]
+    first = starts.min()
+    if int(starts.max()) - int(first) >= 1 << 32 or int(codes.max()) >= 1 << 31:
+        return np.lexsort((starts, codes))
+    order: NDArray[np.intp] = np.argsort((codes << 32) | (starts - first), kind="stable")
+    return order
 
 
 def _chunks(codes: Columns, size: int) -> Iterable[slice]:
@@ -251,58 +260,63 @@ class _Lines:
                     order,
                     key=lambda j: (totals.first_s[j], totals.last_s[j], repr(keys[key[j]][0])),
                 )
-            owed = {}
+            lines: list[NewLine] = []
             for j in order:
                 line_key, price_wh = keys[key[j]]
-                owed[line_key] = (wh[j], round_money(price_wh * wh[j], currency))
+                lines.append((line_key, wh[j], round_money(price_wh * wh[j], currency)))
             self.seen.add(code)
-            held = self.held.get(code)
-            if held:
-                self.add_changes(code, owed)
+            if code in self.held:
+                self.add_changes(code, {line[0]: (line[1], line[2]) for line in lines})
             else:
-                session = self.batch[code]
-                for line_key, (energy, amount) in owed.items():
-                    self._row(session, line_key, energy, amount, None)
+                self._rows(self.batch[code], lines, None)
             k = end
 
     def add_changes(self, code: int, owed: Owed) -> None:
-        session = self.batch[code]
-        for change in ledger_changes(owed, self.held.get(code, {})):
-            line_key, energy, amount, first = change
-            self._row(session, line_key, energy, amount, first)
+        changes = ledger_changes(owed, self.held.get(code, {}))
+        if changes:
+            self._rows(
+                self.batch[code],
+                [(key, energy, amount) for key, energy, amount, _ in changes],
+                [first for _, _, _, first in changes],
+            )
 
-    def _row(
+    def _rows(
         self,
         session: Mapping[str, Any],
-        key: LineKey,
-        energy_wh: int,
-        amount: Decimal,
-        corrects: int | None,
+        lines: Sequence[NewLine],
+        corrects: Sequence[int | None] | None,
     ) -> None:
-        bill = None if self.sink is None else self.sink.take(session, key, energy_wh, amount)
-        if bill is not None:
-            self.billed += 1
-        cycle, local_date, label, tariff_id, price = key
-        self.rows.append(
-            (
-                self.utility_id,
-                session["payer_account"],
-                session["premise_id"],
-                session["session_id"],
-                cycle,
-                local_date,
-                "energy" if corrects is None else "adjustment",
-                label,
-                tariff_id,
-                price,
-                energy_wh,
-                amount,
-                self.currency,
-                corrects,
-                self.now,
-                bill,
-            )
+        """One session's new lines (adjustments when `corrects` names what each corrects)."""
+        bills = [None] * len(lines) if self.sink is None else self.sink.take(session, lines)
+        self.billed += len(bills) - bills.count(None)
+        head = (
+            self.utility_id,
+            session["payer_account"],
+            session["premise_id"],
+            session["session_id"],
         )
+        currency, now, append = self.currency, self.now, self.rows.append
+        for n, ((cycle, local_date, label, tariff_id, price), energy_wh, amount) in enumerate(
+            lines
+        ):
+            fixes = None if corrects is None else corrects[n]
+            append(
+                (
+                    *head,
+                    cycle,
+                    local_date,
+                    "energy" if fixes is None else "adjustment",
+                    label,
+                    tariff_id,
+                    price,
+                    energy_wh,
+                    amount,
+                    currency,
+                    fixes,
+                    now,
+                    bills[n],
+                )
+            )
 
     def take_rows(self) -> list[tuple[Any, ...]]:
         rows, self.rows = self.rows, []
@@ -441,6 +455,10 @@ def _readings(conn: Connection, batch: Sequence[Mapping[str, Any]]) -> Columns:
 _PACKED = np.dtype([("code", ">i4"), ("start", ">i8"), ("interval", ">i4"), ("wh", ">i4")])
 
 
+# Memory the readings' join may use to hash the staged sessions (about 60 bytes each).
+_JOIN_WORK_MEM = "256MB"
+
+
 def _metered_readings(conn: Connection) -> Columns:
     """The staged sessions' EUMD readings, straight from the database into numpy.
 
@@ -460,8 +478,15 @@ def _metered_readings(conn: Connection) -> Columns:
             "|| int4send(r.interval_s) || int4send(r.energy_wh), ''::bytea) "
         )
         with driver.cursor(binary=True) as cursor:
+            # The join hashes every staged session: with the default 4 MB a month's batch
+            # spills to disk (about a third slower). Raised for this one query only.
+            cursor.execute("SELECT current_setting('work_mem')")
+            before = cursor.fetchone()
+            cursor.execute("SELECT set_config('work_mem', %s, true)", (_JOIN_WORK_MEM,))
             cursor.execute(packed + joined)
             row = cursor.fetchone()
+            if before is not None:
+                cursor.execute("SELECT set_config('work_mem', %s, true)", (before[0],))
         data = b"" if row is None or row[0] is None else row[0]
         rows = np.frombuffer(data, dtype=_PACKED)
         return np.column_stack([rows[name].astype(np.int64) for name in _PACKED.names or ()])

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
+from json.encoder import encode_basestring_ascii
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,7 +21,12 @@ from sqlalchemy import Connection, bindparam, or_, select, update
 from evroam.db import schema as s
 from evroam.db.bulk import bulk_insert, bulk_set, select_rows
 from evroam.territory.model import Utility
-from evroam.utility.batch_rating import BatchRating, rate_closed_sessions, sessions_of_cycle
+from evroam.utility.batch_rating import (
+    BatchRating,
+    NewLine,
+    rate_closed_sessions,
+    sessions_of_cycle,
+)
 from evroam.utility.billing import (
     Bill,
     BillDraft,
@@ -32,7 +38,7 @@ from evroam.utility.billing import (
     bill_id,
 )
 from evroam.utility.prices import published_prices
-from evroam.utility.rate_session import LineKey, SessionRater
+from evroam.utility.rate_session import SessionRater
 
 
 def issue_cycle(
@@ -139,31 +145,22 @@ class BillRun:
             draft = self.drafts[account] = BillDraft(self.cycle)
         return draft
 
-    def take(
-        self, session: Mapping[str, Any], key: LineKey, energy_wh: int, amount: Decimal
-    ) -> str | None:
-        """A line rating is about to write: on this run's bill, unless it is not yet due
-        (a later cycle), its account is billed already, or it is a roaming claim."""
-        line_cycle = key[0]
+    def take(self, session: Mapping[str, Any], lines: Sequence[NewLine]) -> list[str | None]:
+        """The bill each of a session's new lines goes on: this run's bill of its payer,
+        unless the line is not yet due (a later cycle), the account is billed already, or
+        the session is a roaming claim."""
         case = session["case"]
-        if line_cycle > self.cycle or case == "roaming":
-            return None
         account = session["payer_account"]
-        draft = self.draft(account)
+        draft = None if case == "roaming" else self.draft(account)
         if draft is None:
-            return None
-        draft.add_line(
-            line_cycle,
-            key[1],
-            key[2],
-            key[4],
-            energy_wh,
-            amount,
-            session["session_id"],
-            case,
-            session["premise_id"],
-        )
-        return bill_id(account, self.cycle)
+            return [None] * len(lines)
+        cycle = self.cycle
+        due = [line for line in lines if line[0][0] <= cycle]
+        draft.add_session(due, session["session_id"], case, session["premise_id"])
+        bid = bill_id(account, cycle)
+        if len(due) == len(lines):
+            return [bid] * len(lines)
+        return [bid if line[0][0] <= cycle else None for line in lines]
 
     def add_unbilled(self, conn: Connection) -> list[tuple[int, str]]:
         """Add the ledger's unbilled lines of the cycle and before; (line id, bill) claims."""
@@ -313,12 +310,24 @@ def _issued_cycles(conn: Connection, utility_id: str) -> dict[str, dict[str, str
 
 
 def _save(conn: Connection, bills: list[Bill], now: datetime) -> None:
-    """Write the bills, their lines and their days in bulk."""
+    """Write the bills, with their daily charts, and their lines in bulk."""
     bulk_insert(
         conn,
         s.bills,
-        ("id", "utility_id", "account_id", "cycle", "issued_at", "total", "currency"),
-        ((b.bill_id, b.utility_id, b.account_id, b.cycle, now, b.total, b.currency) for b in bills),
+        ("id", "utility_id", "account_id", "cycle", "issued_at", "total", "currency", "days"),
+        (
+            (
+                b.bill_id,
+                b.utility_id,
+                b.account_id,
+                b.cycle,
+                now,
+                b.total,
+                b.currency,
+                _days_json(b),
+            )
+            for b in bills
+        ),
     )
     bulk_insert(
         conn,
@@ -345,22 +354,33 @@ def _save(conn: Connection, bills: list[Bill], now: datetime) -> None:
                 line.energy_wh,
                 line.price_per_kwh,
                 line.amount,
-                json.dumps(list(line.sessions)),
+                _json_strings(line.sessions),
                 line.corrects,
             )
             for bill in bills
             for n, line in enumerate(bill.lines, start=1)
         ),
     )
-    bulk_insert(
-        conn,
-        s.bill_days,
-        ("bill_id", "local_date", "label", "energy_wh", "amount"),
-        (
-            (bill.bill_id, d.local_date, d.label, d.energy_wh, d.amount)
-            for bill in bills
-            for d in bill.days
-        ),
+
+
+def _json_strings(strings: Sequence[str]) -> str:
+    """json.dumps of a list of strings, without its per-call cost (a bill run makes one
+    per bill line)."""
+    return "[" + ", ".join(map(encode_basestring_ascii, strings)) + "]"
+
+
+def _days_json(bill: Bill) -> str:
+    """The bill's daily chart as stored: [[local date, period label, Wh, amount], ...]."""
+    return json.dumps(
+        [[str(day), label, wh, str(amount)] for day, label, wh, amount in bill.days],
+        separators=(",", ":"),
+    )
+
+
+def _days(text: str) -> tuple[DayTotal, ...]:
+    return tuple(
+        DayTotal(date.fromisoformat(day), label, wh, Decimal(amount))
+        for day, label, wh, amount in json.loads(text)
     )
 
 
@@ -373,11 +393,6 @@ def load_bill(conn: Connection, account_id: str, cycle: str) -> Bill | None:
         select(s.bill_lines)
         .where(s.bill_lines.c.bill_id == head.id)
         .order_by(s.bill_lines.c.line_no)
-    )
-    days = conn.execute(
-        select(s.bill_days)
-        .where(s.bill_days.c.bill_id == head.id)
-        .order_by(s.bill_days.c.local_date, s.bill_days.c.label)
     )
     return Bill(
         bill_id=head.id,
@@ -398,7 +413,7 @@ def load_bill(conn: Connection, account_id: str, cycle: str) -> Bill | None:
             )
             for r in lines
         ),
-        days=tuple(DayTotal(r.local_date, r.label, r.energy_wh, r.amount) for r in days),
+        days=_days(head.days),
         issued_at=head.issued_at,
     )
 

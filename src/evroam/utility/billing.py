@@ -47,8 +47,10 @@ class DlcCredit:
     amount: Decimal  # positive; the bill shows it negative
 
 
-@dataclass(frozen=True)
-class BillLine:
+class BillLine(NamedTuple):
+    """One line of a bill. A tuple, like LedgerEntry: a month's run makes one per TOU
+    period, premise and hourly price on every bill."""
+
     kind: str  # energy | adjustment | program_charge | dlc_credit
     description: str
     label: str | None
@@ -59,8 +61,9 @@ class BillLine:
     corrects: str | None = None  # the bill an adjustment corrects
 
 
-@dataclass(frozen=True)
-class DayTotal:
+class DayTotal(NamedTuple):
+    """A day's energy and cost in one period: a point of the bill's chart."""
+
     local_date: date
     label: str
     energy_wh: int
@@ -109,15 +112,18 @@ class LedgerEntry(NamedTuple):
     where: str | None = None
 
 
-class _Group(NamedTuple):
-    earlier: bool
-    cycle: str
-    section: str
-    label: str
-    price: Decimal | None
+# A ledger line's key: (cycle, local date or None, period label, tariff, price per kWh).
+_LineKey = tuple[str, date | None, str, str, Decimal | None]
 
-    def order(self) -> tuple[bool, str, str, str, Decimal]:
-        return (self.earlier, self.cycle, self.section, self.label, self.price or Decimal(0))
+
+# A bill line's group: (earlier cycle?, that cycle or "", section, period label, price);
+# a plain tuple, made once per ledger line.
+_Group = tuple[bool, str, str, str, Decimal | None]
+
+
+def _group_order(item: tuple[_Group, Any]) -> tuple[bool, str, str, str, Decimal]:
+    earlier, cycle, section, label, price = item[0]
+    return (earlier, cycle, section, label, _ZERO if price is None else price)
 
 
 def bill_id(account_id: str, cycle: str) -> str:
@@ -171,50 +177,44 @@ class BillDraft:
         self.sections: dict[tuple[str, str], str] = {}
 
     def add(self, entry: LedgerEntry) -> None:
-        self.add_line(
-            entry.cycle,
-            entry.local_date,
-            entry.label,
-            entry.price_per_kwh,
-            entry.energy_wh,
-            entry.amount,
+        key = (entry.cycle, entry.local_date, entry.label, "", entry.price_per_kwh)
+        self.add_session(
+            [(key, entry.energy_wh, entry.amount)],
             entry.session_id,
             entry.case,
             entry.where or entry.premise_id,
         )
 
-    def add_line(
+    def add_session(
         self,
-        cycle: str,
-        local_date: date | None,
-        label: str,
-        price: Decimal | None,
-        energy_wh: int,
-        amount: Decimal,
+        lines: Iterable[tuple[_LineKey, int, Decimal]],
         session_id: str | None,
         case: str,
         where: str,
     ) -> None:
-        """One ledger line, as LedgerEntry's fields (`where`: the premise, or its name)."""
-        earlier = cycle < self.cycle
+        """Ledger lines of one session ((cycle, local date, label, tariff, price), Wh,
+        amount), of `case` at `where` (the premise, or its name)."""
         place = (case, where)
         section = self.sections.get(place)
         if section is None:
             section = self.sections[place] = SECTIONS[case].format(premise=where)
-        key = _Group(earlier, cycle if earlier else "", section, label, price)
-        group = self.groups.get(key)
-        if group is None:
-            group = self.groups[key] = [0, _ZERO, set()]
-        group[0] += energy_wh
-        group[1] += amount
-        if session_id:
-            group[2].add(session_id)
-        if not earlier and local_date is not None:
-            day = self.days.get((local_date, label))
-            if day is None:
-                day = self.days[(local_date, label)] = [0, _ZERO]
-            day[0] += energy_wh
-            day[1] += amount
+        groups, days, this_cycle = self.groups, self.days, self.cycle
+        for (cycle, local_date, label, _, price), energy_wh, amount in lines:
+            earlier = cycle < this_cycle
+            key = (earlier, cycle if earlier else "", section, label, price)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = [0, _ZERO, set()]
+            group[0] += energy_wh
+            group[1] += amount
+            if session_id:
+                group[2].add(session_id)
+            if not earlier and local_date is not None:
+                day = days.get((local_date, label))
+                if day is None:
+                    day = days[(local_date, label)] = [0, _ZERO]
+                day[0] += energy_wh
+                day[1] += amount
 
     def bill(
         self,
@@ -228,8 +228,9 @@ class BillDraft:
         """The bill of the lines added so far, with the program charges and credits."""
         issued = issued_bills or {}
         lines: list[BillLine] = []
+        line = BillLine._make
         for (earlier, earlier_cycle, section, label, price), (energy, amount, sessions) in sorted(
-            self.groups.items(), key=lambda item: item[0].order()
+            self.groups.items(), key=_group_order
         ):
             rate = f" at {price} {currency}/kWh" if price is not None else ""
             description = f"{section}, {period_name(label)}{rate}"
@@ -239,15 +240,17 @@ class BillDraft:
                 what = f"bill {corrects}" if corrects else f"cycle {earlier_cycle}"
                 description = f"Adjustment to {what}: {description}"
             lines.append(
-                BillLine(
-                    kind="adjustment" if earlier else "energy",
-                    description=description,
-                    label=label,
-                    energy_wh=energy,
-                    price_per_kwh=price,
-                    amount=amount,
-                    sessions=tuple(sorted(sessions)),
-                    corrects=corrects,
+                line(
+                    (
+                        "adjustment" if earlier else "energy",
+                        description,
+                        label,
+                        energy,
+                        price,
+                        amount,
+                        tuple(sorted(sessions)),
+                        corrects,
+                    )
                 )
             )
         for charge in sorted(program_charges, key=lambda c: (c.program_id, c.pev_id)):
@@ -280,7 +283,7 @@ class BillDraft:
             currency=currency,
             lines=tuple(lines),
             days=tuple(
-                DayTotal(d, label, wh, amount)
+                DayTotal._make((d, label, wh, amount))
                 for (d, label), (wh, amount) in sorted(self.days.items())
             ),
         )
