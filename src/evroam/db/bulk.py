@@ -197,7 +197,9 @@ def _processor(column: Any, conn: Connection) -> Callable[[Any], Any]:
     process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     if process is None:
         return _unchanged
-    if column.type.python_type in (date, datetime):
+    # A TypeDecorator (UtcDateTime) names its python type through its impl.
+    declared = getattr(column.type, "impl_instance", column.type)
+    if declared.python_type in (date, datetime):
         # A batch repeats a few days and one creation instant: convert each once. (Not
         # decimals: 0.12 and 0.120 are equal keys but must keep their own scale.)
         seen: dict[Any, Any] = {None: None}

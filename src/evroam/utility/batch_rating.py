@@ -18,6 +18,7 @@ written on the line as it is inserted, so lines rated by the run never need clai
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -491,11 +492,21 @@ def _metered_readings(conn: Connection) -> Columns:
         rows = np.frombuffer(data, dtype=_PACKED)
         return np.column_stack([rows[name].astype(np.int64) for name in _PACKED.names or ()])
     # SQLite keeps instants as fixed-width UTC text; cut the fraction as int(timestamp()) does.
-    start = "CAST(strftime('%s', substr(r.interval_start_at, 1, 19)) AS INTEGER)"
+    # The readings come back as one text of numbers numpy parses: a row tuple per reading
+    # cost more than the query.
+    if sqlite3.sqlite_version_info >= (3, 38):
+        start = "unixepoch(substr(r.interval_start_at, 1, 19))"
+    else:  # unixepoch() came with SQLite 3.38; strftime is a third slower
+        start = "CAST(strftime('%s', substr(r.interval_start_at, 1, 19)) AS INTEGER)"
     cursor = driver.cursor()
     try:
-        cursor.execute(f"SELECT b.code, {start}, r.interval_s, r.energy_wh {joined}")
-        table_ = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 4)
+        cursor.execute(
+            f"SELECT group_concat(b.code || ' ' || {start} || ' ' || r.interval_s || ' ' "
+            f"|| r.energy_wh, ' ') {joined}"
+        )
+        (text,) = cursor.fetchone()
     finally:
         cursor.close()
-    return table_
+    if not text:
+        return np.empty((0, 4), dtype=np.int64)
+    return np.fromstring(text, dtype=np.int64, sep=" ").reshape(-1, 4)
