@@ -18,9 +18,11 @@ written on the line as it is inserted, so lines rated by the run never need clai
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -103,6 +105,25 @@ class BatchRating:
     rate_s: float = 0.0
     write_s: float = 0.0
     per_tariff: dict[str, int] = field(default_factory=dict)  # readings priced per tariff
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector for a batch (also a decorator).
+
+    A month's batch makes millions of small tuples, lists and dicts that live until it ends
+    and hold no reference cycles: the collector would walk them over and over for nothing
+    (about 1.5 s of 10 at 200,000 sessions, measured). Reference counting still frees
+    everything; the collector is back on, if it was on, when the batch ends.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def rate_closed_sessions(
@@ -290,34 +311,38 @@ class _Lines:
         """One session's new lines (adjustments when `corrects` names what each corrects)."""
         bills = [None] * len(lines) if self.sink is None else self.sink.take(session, lines)
         self.billed += len(bills) - bills.count(None)
-        head = (
-            self.utility_id,
+        utility_id, currency, now = self.utility_id, self.currency, self.now
+        account, premise_id, session_id = (
             session["payer_account"],
             session["premise_id"],
             session["session_id"],
         )
-        currency, now, append = self.currency, self.now, self.rows.append
-        for n, ((cycle, local_date, label, tariff_id, price), energy_wh, amount) in enumerate(
-            lines
-        ):
-            fixes = None if corrects is None else corrects[n]
-            append(
-                (
-                    *head,
-                    cycle,
-                    local_date,
-                    "energy" if fixes is None else "adjustment",
-                    label,
-                    tariff_id,
-                    price,
-                    energy_wh,
-                    amount,
-                    currency,
-                    fixes,
-                    now,
-                    bills[n],
-                )
+        fixes = corrects or [None] * len(lines)
+        self.rows += [
+            (
+                utility_id,
+                account,
+                premise_id,
+                session_id,
+                cycle,
+                local_date,
+                "energy" if first is None else "adjustment",
+                label,
+                tariff_id,
+                price,
+                energy_wh,
+                amount,
+                currency,
+                first,
+                now,
+                bill,
             )
+            for (
+                (cycle, local_date, label, tariff_id, price),
+                energy_wh,
+                amount,
+            ), first, bill in zip(lines, fixes, bills, strict=True)
+        ]
 
     def take_rows(self) -> list[tuple[Any, ...]]:
         rows, self.rows = self.rows, []

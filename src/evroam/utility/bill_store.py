@@ -24,6 +24,7 @@ from evroam.territory.model import Utility
 from evroam.utility.batch_rating import (
     BatchRating,
     NewLine,
+    collector_paused,
     rate_closed_sessions,
     sessions_of_cycle,
 )
@@ -64,6 +65,7 @@ class CycleRun:
     issue_s: float
 
 
+@collector_paused()
 def run_cycle(
     conn: Connection,
     utility: Utility,
