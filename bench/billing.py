@@ -16,8 +16,12 @@ their ratio, and the split ("read" includes choosing the sessions and staging th
 A small sample through the per-session path (UtilityService._rate, rolled back) shows
 why the batch exists. Figures, not assertions.
 
+With --rated-at-close the sessions are first rated into the ledger (untimed), as the live
+path leaves them when each session closes: the timed run then reads and compares what is
+held, appends nothing, and claims every line onto its bill.
+
 Run: .venv/bin/python bench/billing.py [--sessions 200000 ...] [--tariffs 3 ...]
-     [--only sqlite|postgres] [--pg-url URL]
+     [--only sqlite|postgres] [--rated-at-close] [--pg-url URL]
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from evroam.db.migrate import upgrade
 from evroam.territory.loader import parse_territory
 from evroam.territory.model import Utility
 from evroam.territory.store import save_territory
+from evroam.utility.batch_rating import rate_closed_sessions
 from evroam.utility.bill_store import run_cycle
 from evroam.utility.rate_session import SessionRater
 from evroam.utility.service import UtilityService
@@ -331,10 +336,18 @@ def per_session_sample(engine: Engine, sample: int) -> tuple[int, float]:
     return len(sessions), elapsed
 
 
-def run(engine: Engine, database: str, n: int, tariffs: int, sample: int) -> Figures:
+def run(
+    engine: Engine, database: str, n: int, tariffs: int, sample: int, rated_at_close: bool
+) -> Figures:
     began = time.perf_counter()
     utility = setup(engine, n, tariffs)
     print(f"  ({database}: set up {n:,} sessions in {time.perf_counter() - began:.0f} s)")
+    held_before = 0
+    if rated_at_close:
+        # What the live path leaves: every session rated as it closed, its lines unbilled.
+        with engine.begin() as conn:
+            held_before = rate_closed_sessions(conn, utility, now=NOW).lines
+        print(f"  ({database}: {held_before:,} ledger lines rated at close, not timed)")
     if sample:
         count, seconds = per_session_sample(engine, sample)
         print(
@@ -356,14 +369,19 @@ def run(engine: Engine, database: str, n: int, tariffs: int, sample: int) -> Fig
         billed = conn.execute(
             select(func.count()).select_from(s.charges).where(s.charges.c.bill_id.is_not(None))
         ).scalar_one()
-    if stats.sessions != n or held != stats.lines or billed != held or len(bills) == 0:
+    if (
+        stats.sessions != n
+        or held != held_before + stats.lines
+        or billed != held
+        or len(bills) == 0
+    ):
         raise SystemExit(f"{database}: {stats}, {held} lines held, {billed} billed")
     return Figures(
         database,
         n,
         tariffs,
         stats.readings,
-        stats.lines,
+        held,
         len(bills),
         stats.read_s,
         stats.rate_s,
@@ -374,16 +392,16 @@ def run(engine: Engine, database: str, n: int, tariffs: int, sample: int) -> Fig
     )
 
 
-def on_sqlite(n: int, tariffs: int, sample: int) -> Figures:
+def on_sqlite(n: int, tariffs: int, sample: int, rated_at_close: bool) -> Figures:
     with tempfile.TemporaryDirectory(prefix="evroam-bench-") as folder:
         engine = make_engine(f"sqlite:///{Path(folder) / 'billing.db'}")
         try:
-            return run(engine, "SQLite", n, tariffs, sample)
+            return run(engine, "SQLite", n, tariffs, sample, rated_at_close)
         finally:
             engine.dispose()
 
 
-def on_postgres(admin_url: str, n: int, tariffs: int, sample: int) -> Figures:
+def on_postgres(admin_url: str, n: int, tariffs: int, sample: int, rated_at_close: bool) -> Figures:
     admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
     name = f"evroam_bench_{os.getpid()}"
     with admin.connect() as conn:
@@ -393,7 +411,7 @@ def on_postgres(admin_url: str, n: int, tariffs: int, sample: int) -> Figures:
         make_url(normalize_url(admin_url)).set(database=name).render_as_string(False)
     )
     try:
-        return run(engine, "PostgreSQL", n, tariffs, sample)
+        return run(engine, "PostgreSQL", n, tariffs, sample, rated_at_close)
     finally:
         engine.dispose()
         with admin.connect() as conn:
@@ -419,20 +437,26 @@ def main() -> None:
         ),
         help="an admin URL of the PostgreSQL server (a throwaway database is made there)",
     )
+    parser.add_argument(
+        "--rated-at-close",
+        action="store_true",
+        help="rate every session into the ledger first (untimed), as the live path does: "
+        "the run then trues up, finds nothing to add, and claims the lines",
+    )
     args = parser.parse_args()
     for n in args.sessions:
         if not 1 <= n <= 1_000_000:
             parser.error(f"--sessions {n}: give 1 to 1,000,000")
     print(f"{os.cpu_count()} CPU(s); cycle {CYCLE}; {SESSIONS_PER_ACCOUNT} sessions per account")
-    runs: list[Callable[[int, int, int], Figures]] = []
+    runs: list[Callable[[int, int, int, bool], Figures]] = []
     if args.only in (None, "sqlite"):
         runs.append(on_sqlite)
     if args.only in (None, "postgres"):
-        runs.append(lambda n, t, k: on_postgres(args.pg_url, n, t, k))
+        runs.append(lambda n, t, k, r: on_postgres(args.pg_url, n, t, k, r))
     for n in args.sessions:
         for tariffs in args.tariffs:
             for bench in runs:
-                figures = bench(n, tariffs, args.per_session_sample)
+                figures = bench(n, tariffs, args.per_session_sample, args.rated_at_close)
                 print("\n".join(figures.lines_out()), flush=True)
 
 

@@ -13,12 +13,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from evroam.db import schema as s
 from evroam.territory.loader import load_territory
 from evroam.territory.model import Utility
 from evroam.territory.store import save_territory
+from evroam.utility import batch_rating
 from evroam.utility.batch_rating import ledger_changes, rate_closed_sessions
 from evroam.utility.service import UtilityService
 
@@ -180,6 +182,19 @@ def test_batch_writes_the_lines_the_per_session_path_writes(
     assert sum(row[10] for row in batched if row[3] == "unmetered") == 12_345
     metered_wh = sum(wh for _, readings in SESSIONS.values() for _, _, wh in readings)
     assert sum(row[10] for row in batched if row[3] != "unmetered") == metered_wh
+
+
+def test_an_sqlite_without_unixepoch_reads_the_same_instants(
+    sqlite_engine: Engine, example_territory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.38 has no unixepoch(): the batch falls back to strftime('%s')."""
+    utility = setup(sqlite_engine, example_territory)
+    monkeypatch.setattr(batch_rating.sqlite3, "sqlite_version_info", (3, 37, 2))
+    one_by_one, batched = both_paths(sqlite_engine, utility)
+    assert batched == one_by_one
+    assert sum(row[10] for row in batched) == 12_345 + sum(
+        wh for _, readings in SESSIONS.values() for _, _, wh in readings
+    )
 
 
 def test_late_readings_give_the_same_adjustments(engine: Engine, example_territory: Path) -> None:

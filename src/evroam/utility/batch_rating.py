@@ -2,18 +2,19 @@
 
 UtilityService._rate prices one session per call (two queries, one insert). Here the
 sessions of the batch are staged in a temporary table with a number each; their readings
-are read once as integer columns (on PostgreSQL packed into one bytea that numpy reads);
-they are priced in chunks of whole sessions with the utility's one SessionRater
-(core.rating.daily_columns sums Wh per session, day and price, vectorised; round_money,
-the one rounding rule, rounds each line once); and the ledger lines are appended in bulk
-(PostgreSQL binary COPY, sent while the next chunk is rated; SQLite executemany). The
-lines are those the per-session path would write, key for key and cent for cent: one line
-per session x billing cycle x local day x period label x tariff x price, rounded once; a
-session already in the ledger gets only the difference, as adjustment lines naming the
-first line they correct.
+are read once as integer columns (on PostgreSQL packed into one bytea, on SQLite one text
+of numbers, that numpy reads); they are priced in chunks of whole sessions with the
+utility's one SessionRater (core.rating.daily_columns sums Wh per session, day and price,
+vectorised; round_money, the one rounding rule, rounds each line once); and the ledger
+lines are appended in bulk (PostgreSQL binary COPY, sent while the next chunk is rated;
+SQLite executemany). The lines are those the per-session path would write, key for key
+and cent for cent: one line per session x billing cycle x local day x period label x
+tariff x price, rounded once; a session already in the ledger gets only the difference, as
+adjustment lines naming the first line they correct.
 
-A billing run passes a LineSink: each new line is offered to it, and the bill it names is
-written on the line as it is inserted, so lines rated by the run never need claiming.
+A billing run passes a LineSink: each session's new lines are offered to it together, and
+the bill it names for each is written on the line as it is inserted, so lines rated by the
+run never need claiming.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, column, exists, false, select, table
+from sqlalchemy import Connection, column, false, select, table, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from evroam.core.calendar import from_epoch_s, local_midnight_s, to_epoch_s
@@ -426,7 +427,7 @@ def _stage(conn: Connection, batch: Sequence[Mapping[str, Any]]) -> None:
     conn.exec_driver_sql(
         "CREATE TEMPORARY TABLE IF NOT EXISTS evroam_batch "
         "(code INTEGER PRIMARY KEY, premise_id VARCHAR(64) NOT NULL, "
-        "session_id VARCHAR(64) NOT NULL)"
+        "session_id VARCHAR(64) NOT NULL, UNIQUE (premise_id, session_id))"
     )
     conn.exec_driver_sql("DELETE FROM evroam_batch")
     rows = ((k, row["premise_id"], row["session_id"]) for k, row in enumerate(batch))
@@ -450,10 +451,13 @@ def _stage(conn: Connection, batch: Sequence[Mapping[str, Any]]) -> None:
 def _held_lines(conn: Connection, utility_id: str) -> dict[SessionKey, Held]:
     """The ledger lines already held for the staged sessions."""
     c = s.charges
-    staged = exists().where(
-        _BATCH.c.premise_id == c.c.premise_id, _BATCH.c.session_id == c.c.session_id
+    # IN, not a correlated EXISTS: SQLite then walks the staged sessions and finds their
+    # lines by ix_charges_session, where EXISTS scanned the whole ledger (and, without the
+    # staged table's key, the whole batch for each line). PostgreSQL plans both as a join.
+    staged = tuple_(c.c.premise_id, c.c.session_id).in_(
+        select(_BATCH.c.premise_id, _BATCH.c.session_id)
     )
-    return held_lines(conn, (c.c.utility_id == utility_id) & staged)
+    return held_lines(conn, (c.c.utility_id == utility_id) & staged, bulk=True)
 
 
 def _readings(conn: Connection, batch: Sequence[Mapping[str, Any]]) -> Columns:

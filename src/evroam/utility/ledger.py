@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from evroam.db import schema as s
+from evroam.db.bulk import select_rows
 from evroam.utility.rate_session import Held
 
 SessionKey = tuple[str, str]  # (premise_id, session_id)
 
 
-def held_lines(conn: Connection, where: Any) -> dict[SessionKey, Held]:
+def held_lines(conn: Connection, where: Any, *, bulk: bool = False) -> dict[SessionKey, Held]:
     """Ledger lines matching `where`, summed per session and line key, with the id of the
     first line of each key (what an adjustment corrects). Summed in Python: SQLite would
-    add the text amounts as floats."""
+    add the text amounts as floats.
+
+    `bulk` reads plain tuples (db/bulk.select_rows, about twice as fast for a batch's
+    hundreds of thousands of lines); it renders the statement with its values inline, so
+    only for a `where` of trusted literals.
+    """
     c = s.charges
     held: dict[SessionKey, Held] = {}
-    rows = conn.execute(
+    statement = (
         select(
             c.c.premise_id,
             c.c.session_id,
@@ -35,9 +40,16 @@ def held_lines(conn: Connection, where: Any) -> dict[SessionKey, Held]:
         .where(where)
         .order_by(c.c.id)
     )
+    rows = select_rows(conn, statement) if bulk else conn.execute(statement)
     for premise_id, session_id, cycle, day, label, tariff_id, price, wh, amount, line_id in rows:
-        lines = held.setdefault((premise_id, session_id), {})
+        session = (premise_id, session_id)
+        lines = held.get(session)
+        if lines is None:
+            lines = held[session] = {}
         line_key = (cycle, day, label, tariff_id, price)
-        got_wh, got_amount, first = lines.get(line_key, (0, Decimal(0), line_id))
-        lines[line_key] = (got_wh + wh, got_amount + amount, first)
+        got = lines.get(line_key)
+        if got is None:  # the first line of its key: the one an adjustment corrects
+            lines[line_key] = (wh, amount, line_id)
+        else:
+            lines[line_key] = (got[0] + wh, got[1] + amount, got[2])
     return held
