@@ -310,3 +310,30 @@ def test_a_billing_run_trues_up_a_session_rated_at_close(
     ]
     assert flat[0][13] is not None
     assert len(run.bills) == 1
+
+
+def test_on_sqlite_held_lines_are_found_by_index_not_by_scanning(
+    sqlite_engine: Engine, example_territory: Path
+) -> None:
+    """The true-up reads the lines the staged sessions hold. Planned as a correlated scan it
+    was quadratic on SQLite (every ledger line x every staged session): 10 minutes for a
+    month of 200,000 sessions. It must walk the staged sessions and search the ledger by
+    its session index."""
+    utility = setup(sqlite_engine, example_territory)
+    seen: list[str] = []
+    with sqlite_engine.connect() as conn:
+        rate_closed_sessions(conn, utility, now=NOW)  # the ledger now holds their lines
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.set_trace_callback(seen.append)  # every statement, the raw cursor's too
+        try:
+            rate_closed_sessions(conn, utility, now=NOW)
+        finally:
+            driver.set_trace_callback(None)
+        (held_query,) = [q for q in seen if "FROM charges" in q and "evroam_batch" in q]
+        plan = " | ".join(
+            row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {held_query}")
+        )
+        conn.rollback()
+    assert "SEARCH charges USING INDEX ix_charges_session" in plan, plan
+    assert "SCAN charges" not in plan, plan
