@@ -312,13 +312,13 @@ def test_a_billing_run_trues_up_a_session_rated_at_close(
     assert len(run.bills) == 1
 
 
-def test_on_sqlite_held_lines_are_found_by_index_not_by_scanning(
+def test_on_sqlite_the_batch_finds_held_lines_and_readings_by_index(
     sqlite_engine: Engine, example_territory: Path
 ) -> None:
-    """The true-up reads the lines the staged sessions hold. Planned as a correlated scan it
-    was quadratic on SQLite (every ledger line x every staged session): 10 minutes for a
-    month of 200,000 sessions. It must walk the staged sessions and search the ledger by
-    its session index."""
+    """The batch walks its staged sessions and searches the ledger and the readings by their
+    session indexes. Planned as a correlated scan, the true-up was quadratic on SQLite
+    (every ledger line x every staged session: 10 minutes for a month of 200,000 sessions);
+    planned from the readings' side, the read would scan every reading ever stored."""
     utility = setup(sqlite_engine, example_territory)
     seen: list[str] = []
     with sqlite_engine.connect() as conn:
@@ -330,10 +330,15 @@ def test_on_sqlite_held_lines_are_found_by_index_not_by_scanning(
             rate_closed_sessions(conn, utility, now=NOW)
         finally:
             driver.set_trace_callback(None)
-        (held_query,) = [q for q in seen if "FROM charges" in q and "evroam_batch" in q]
-        plan = " | ".join(
-            row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {held_query}")
-        )
+
+        def plan(table: str) -> str:
+            (query,) = [q for q in seen if f"FROM {table}" in q or f"JOIN {table}" in q]
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}")
+            return " | ".join(row[3] for row in rows)
+
+        held, readings = plan("charges"), plan("interval_readings")
         conn.rollback()
-    assert "SEARCH charges USING INDEX ix_charges_session" in plan, plan
-    assert "SCAN charges" not in plan, plan
+    assert "SEARCH charges USING INDEX ix_charges_session" in held, held
+    assert "SCAN charges" not in held, held
+    assert readings.startswith("SCAN b | SEARCH r USING "), readings
+    assert "ix_interval_readings_session (premise_id=? AND session_id=?)" in readings, readings

@@ -495,9 +495,12 @@ def _metered_readings(conn: Connection) -> Columns:
     PostgreSQL packs them into one bytea (string_agg of int4send / int8send): one value to
     fetch, where a row or a COPY message per reading would cost microseconds each.
     """
+    # CROSS JOIN: SQLite then keeps the staged sessions as the outer loop and searches each
+    # one's readings by index, rather than scanning every reading ever stored (PostgreSQL
+    # plans it as any inner join).
     joined = (
-        "FROM interval_readings r JOIN evroam_batch b "
-        "ON r.premise_id = b.premise_id AND r.session_id = b.session_id"
+        "FROM evroam_batch b CROSS JOIN interval_readings r "
+        "WHERE r.premise_id = b.premise_id AND r.session_id = b.session_id"
     )
     driver = conn.connection.driver_connection
     assert driver is not None
