@@ -457,7 +457,7 @@ def _held_lines(conn: Connection, utility_id: str) -> dict[SessionKey, Held]:
     staged = tuple_(c.c.premise_id, c.c.session_id).in_(
         select(_BATCH.c.premise_id, _BATCH.c.session_id)
     )
-    return held_lines(conn, (c.c.utility_id == utility_id) & staged, bulk=True)
+    return held_lines(conn, (c.c.utility_id == utility_id) & staged)
 
 
 def _readings(conn: Connection, batch: Sequence[Mapping[str, Any]]) -> Columns:

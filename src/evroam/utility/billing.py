@@ -228,7 +228,6 @@ class BillDraft:
         """The bill of the lines added so far, with the program charges and credits."""
         issued = issued_bills or {}
         lines: list[BillLine] = []
-        line = BillLine._make
         for (earlier, earlier_cycle, section, label, price), (energy, amount, sessions) in sorted(
             self.groups.items(), key=_group_order
         ):
@@ -240,17 +239,15 @@ class BillDraft:
                 what = f"bill {corrects}" if corrects else f"cycle {earlier_cycle}"
                 description = f"Adjustment to {what}: {description}"
             lines.append(
-                line(
-                    (
-                        "adjustment" if earlier else "energy",
-                        description,
-                        label,
-                        energy,
-                        price,
-                        amount,
-                        tuple(sorted(sessions)),
-                        corrects,
-                    )
+                BillLine(
+                    kind="adjustment" if earlier else "energy",
+                    description=description,
+                    label=label,
+                    energy_wh=energy,
+                    price_per_kwh=price,
+                    amount=amount,
+                    sessions=tuple(sorted(sessions)),
+                    corrects=corrects,
                 )
             )
         for charge in sorted(program_charges, key=lambda c: (c.program_id, c.pev_id)):
@@ -283,7 +280,7 @@ class BillDraft:
             currency=currency,
             lines=tuple(lines),
             days=tuple(
-                DayTotal._make((d, label, wh, amount))
+                DayTotal(d, label, wh, amount)
                 for (d, label), (wh, amount) in sorted(self.days.items())
             ),
         )

@@ -7,21 +7,15 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from evroam.db import schema as s
-from evroam.db.bulk import select_rows
 from evroam.utility.rate_session import Held
 
 SessionKey = tuple[str, str]  # (premise_id, session_id)
 
 
-def held_lines(conn: Connection, where: Any, *, bulk: bool = False) -> dict[SessionKey, Held]:
+def held_lines(conn: Connection, where: Any) -> dict[SessionKey, Held]:
     """Ledger lines matching `where`, summed per session and line key, with the id of the
     first line of each key (what an adjustment corrects). Summed in Python: SQLite would
-    add the text amounts as floats.
-
-    `bulk` reads plain tuples (db/bulk.select_rows, about twice as fast for a batch's
-    hundreds of thousands of lines); it renders the statement with its values inline, so
-    only for a `where` of trusted literals.
-    """
+    add the text amounts as floats."""
     c = s.charges
     held: dict[SessionKey, Held] = {}
     statement = (
@@ -40,7 +34,7 @@ def held_lines(conn: Connection, where: Any, *, bulk: bool = False) -> dict[Sess
         .where(where)
         .order_by(c.c.id)
     )
-    rows = select_rows(conn, statement) if bulk else conn.execute(statement)
+    rows = conn.execute(statement)
     for premise_id, session_id, cycle, day, label, tariff_id, price, wh, amount, line_id in rows:
         session = (premise_id, session_id)
         lines = held.get(session)
