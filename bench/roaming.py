@@ -36,10 +36,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
-from evroam.clearinghouse.links import HttpClearinghouseLink, register, token_header
-from evroam.clearinghouse.messages import RoamingToken
 from evroam.db.engine import make_engine
 from evroam.db.migrate import upgrade
+from evroam.protocols.roaming.http import HttpClearinghouseLink, register, token_header
+from evroam.protocols.roaming.messages import RoamingToken
 
 REPO = Path(__file__).resolve().parents[1]
 TERRITORY = REPO / "examples" / "territory.yaml"

@@ -19,6 +19,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from evroam.core.errors import Refused
 from evroam.db.engine import ENV_URL, default_url, make_engine
 from evroam.db.migrate import ensure_schema, upgrade
 from evroam.sim.bundled import example
@@ -28,7 +29,6 @@ from evroam.territory.loader import TerritoryFileError, describe, format_loc, lo
 from evroam.territory.model import Territory
 from evroam.territory.store import read_territory, save_territory
 from evroam.utility.billing import Bill
-from evroam.utility.errors import Refused
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
@@ -654,9 +654,9 @@ def serve_utility(
 
     import uvicorn
 
-    from evroam.clearinghouse.links import HttpClearinghouseLink, register
     from evroam.core.clock import FixedClock, utc_now
     from evroam.protocols.ocpp import OcppSettings, install_ocpp
+    from evroam.protocols.roaming.http import HttpClearinghouseLink, register
     from evroam.utility.api import create_app
     from evroam.utility.service import UtilityService
 
@@ -768,8 +768,8 @@ def serve_clearinghouse(
     import uvicorn
 
     from evroam.clearinghouse.api import create_app
-    from evroam.clearinghouse.links import registration_env
     from evroam.core.clock import FixedClock, utc_now
+    from evroam.protocols.roaming.http import registration_env
 
     clock = FixedClock(utc_now()) if sim_clock else None
     engine = _engine(ctx)
@@ -802,9 +802,9 @@ def serve_clearinghouse(
 
 def _clearinghouse(engine: Engine, territory: Path | None, clock: Any = None) -> Any:
     """The clearinghouse service; with a territory, its members registered (A from env)."""
-    from evroam.clearinghouse.links import registration_env
     from evroam.clearinghouse.service import ClearinghouseService
     from evroam.core.clock import utc_now
+    from evroam.protocols.roaming.http import registration_env
 
     clock = clock or utc_now
     if territory is None:

@@ -25,21 +25,21 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from evroam.clearinghouse import ocpi
-from evroam.clearinghouse.links import (
+from evroam.protocols.roaming import ocpi
+from evroam.protocols.roaming.http import (
     HttpClearinghouseLink,
     HttpHomeUtilityLink,
     Refused,
     register,
     token_header,
 )
-from evroam.clearinghouse.messages import (
+from evroam.protocols.roaming.messages import (
     AuthorizationRequest,
     ChargeTransaction,
     PostingAck,
     RoamingToken,
 )
-from evroam.clearinghouse.ports import NoRecord, Unavailable
+from evroam.protocols.roaming.ports import NoRecord, Unavailable
 
 pytestmark = pytest.mark.e2e
 

@@ -42,19 +42,19 @@ from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from sqlalchemy import Engine, func, select
 
-from evroam.clearinghouse.messages import (
+from evroam.core.clock import FixedClock
+from evroam.core.messages import LoadControlNotice
+from evroam.db import schema as s
+from evroam.protocols.ocpp import OcppSettings, install_ocpp
+from evroam.protocols.ocpp.stations import password_digest
+from evroam.protocols.roaming.messages import (
     AuthorizationInfo,
     AuthorizationRequest,
     ChargeTransaction,
     PostingAck,
     RoamingToken,
 )
-from evroam.clearinghouse.ports import NoRecord
-from evroam.core.clock import FixedClock
-from evroam.core.messages import LoadControlNotice
-from evroam.db import schema as s
-from evroam.protocols.ocpp import OcppSettings, install_ocpp
-from evroam.protocols.ocpp.stations import password_digest
+from evroam.protocols.roaming.ports import NoRecord
 from evroam.territory.loader import load_territory
 from evroam.territory.store import save_territory
 from evroam.utility.api import create_app

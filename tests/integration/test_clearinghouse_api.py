@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from evroam.clearinghouse import ocpi
 from evroam.clearinghouse.api import create_app
-from evroam.clearinghouse.messages import ChargeTransaction, PostingAck
 from evroam.clearinghouse.service import ClearinghouseService
 from evroam.core.clock import FixedClock
+from evroam.protocols.roaming import ocpi
+from evroam.protocols.roaming.messages import ChargeTransaction, PostingAck
 
 D = Decimal
 T0 = datetime(2026, 3, 10, 18, 0, tzinfo=UTC)
@@ -341,7 +341,7 @@ def test_operator_sees_what_waits_for_a_home_utility(
 ) -> None:
     class Down:
         def post_transaction(self, tx: ChargeTransaction) -> PostingAck:
-            from evroam.clearinghouse.ports import Unavailable
+            from evroam.protocols.roaming.ports import Unavailable
 
             raise Unavailable("connection refused")
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evroam.clearinghouse import ocpi
-from evroam.clearinghouse.messages import ChargePeriod, ChargeTransaction, RoamingToken
-from evroam.utility.errors import Invalid
+from evroam.core.errors import Invalid
+from evroam.protocols.roaming import ocpi
+from evroam.protocols.roaming.messages import ChargePeriod, ChargeTransaction, RoamingToken
 
 T0 = datetime(2026, 3, 10, 17, 0, tzinfo=UTC)
 

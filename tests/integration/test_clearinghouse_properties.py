@@ -11,16 +11,16 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 
-from evroam.clearinghouse.messages import (
+from evroam.clearinghouse.service import ClearinghouseService
+from evroam.core.clock import FixedClock
+from evroam.db.engine import make_engine
+from evroam.db.schema import metadata
+from evroam.protocols.roaming.messages import (
     AuthorizationRequest,
     ChargeTransaction,
     PostingAck,
     RoamingToken,
 )
-from evroam.clearinghouse.service import ClearinghouseService
-from evroam.core.clock import FixedClock
-from evroam.db.engine import make_engine
-from evroam.db.schema import metadata
 
 UTILITIES = [f"U{n}" for n in range(6)]
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -9,17 +9,17 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine, func, select
 
-from evroam.clearinghouse.messages import (
+from evroam.clearinghouse.service import ClearinghouseService
+from evroam.core.clock import FixedClock
+from evroam.core.errors import Conflict, Forbidden, Invalid, NotFound
+from evroam.db import schema as s
+from evroam.protocols.roaming.messages import (
     AuthorizationRequest,
     ChargeTransaction,
     PostingAck,
     RoamingToken,
 )
-from evroam.clearinghouse.ports import NoRecord, Unavailable
-from evroam.clearinghouse.service import ClearinghouseService
-from evroam.core.clock import FixedClock
-from evroam.db import schema as s
-from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
+from evroam.protocols.roaming.ports import NoRecord, Unavailable
 
 D = Decimal
 T0 = datetime(2026, 3, 10, 18, 0, tzinfo=UTC)

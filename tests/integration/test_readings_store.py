@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import Engine, select
 
 from evroam.core.clock import FixedClock
+from evroam.core.errors import Conflict
 from evroam.core.messages import IntervalReading
 from evroam.db import schema as s
 from evroam.territory.loader import load_territory
 from evroam.territory.store import save_territory
-from evroam.utility.errors import Conflict
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.service import ReadingsAck, UtilityService
 

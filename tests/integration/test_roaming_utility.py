@@ -13,21 +13,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from evroam.clearinghouse.messages import (
+from evroam.core.clock import FixedClock
+from evroam.core.errors import Conflict
+from evroam.core.messages import BillingOption, BindRequest, IntervalReading, SessionReport
+from evroam.db import schema as s
+from evroam.protocols.roaming.messages import (
     AuthorizationInfo,
     AuthorizationRequest,
     ChargeTransaction,
     PostingAck,
     RoamingToken,
 )
-from evroam.clearinghouse.ports import NoRecord, Unavailable
-from evroam.core.clock import FixedClock
-from evroam.core.messages import BillingOption, BindRequest, IntervalReading, SessionReport
-from evroam.db import schema as s
+from evroam.protocols.roaming.ports import NoRecord, Unavailable
 from evroam.territory.loader import load_territory
 from evroam.territory.store import save_territory
 from evroam.utility.bill_store import bill_json, issue_cycle
-from evroam.utility.errors import Conflict
 from evroam.utility.service import UtilityService
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "territory.yaml"
@@ -295,8 +295,8 @@ def test_the_home_utility_takes_cdrs_only_with_the_token_it_gave_the_clearinghou
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from evroam.clearinghouse import ocpi
-    from evroam.clearinghouse.links import token_header
+    from evroam.protocols.roaming import ocpi
+    from evroam.protocols.roaming.http import token_header
     from evroam.utility.api import create_app
 
     pgx, mhe, ch = parties
@@ -326,7 +326,7 @@ def test_a_clearinghouse_too_slow_to_answer_times_out_into_the_fallback(engine: 
     """Over real HTTP: a clearinghouse that accepts the connection and never answers."""
     import socket
 
-    from evroam.clearinghouse.links import HttpClearinghouseLink
+    from evroam.protocols.roaming.http import HttpClearinghouseLink
 
     with engine.begin() as conn:
         save_territory(conn, load_territory(EXAMPLE))

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from evroam.core.clock import FixedClock
+from evroam.core.errors import Conflict, Forbidden, Invalid
 from evroam.core.messages import BindRequest, IntervalReading, SessionReport
 from evroam.db import schema as s
 from evroam.territory.loader import load_territory
 from evroam.territory.store import save_territory
-from evroam.utility.errors import Conflict, Forbidden, Invalid
 from evroam.utility.service import UtilityService
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "territory.yaml"

@@ -8,7 +8,6 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evroam.clearinghouse.messages import SettlementLine
 from evroam.clearinghouse.settlement import (
     Entry,
     difference,
@@ -17,6 +16,7 @@ from evroam.clearinghouse.settlement import (
     period_of,
     statement_entries,
 )
+from evroam.protocols.roaming.messages import SettlementLine
 
 D = Decimal
 

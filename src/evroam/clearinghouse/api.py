@@ -22,13 +22,13 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from evroam.clearinghouse import ocpi
-from evroam.clearinghouse.links import HttpHomeUtilityLink
-from evroam.clearinghouse.messages import AuthorizationRequest, RoamingToken
-from evroam.clearinghouse.ports import HomeUtilityLink, NoRecord
 from evroam.clearinghouse.service import ClearinghouseService, IssuedPeriod
 from evroam.core.clock import FixedClock, ensure_utc
-from evroam.utility.errors import Forbidden, Invalid, Refused
+from evroam.core.errors import Forbidden, Invalid, Refused
+from evroam.protocols.roaming import ocpi
+from evroam.protocols.roaming.http import HttpHomeUtilityLink
+from evroam.protocols.roaming.messages import AuthorizationRequest, RoamingToken
+from evroam.protocols.roaming.ports import HomeUtilityLink, NoRecord
 
 MAX_TOKENS = 50_000  # per batch publication
 TOKENS = TypeAdapter(list[RoamingToken])

@@ -27,7 +27,12 @@ from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, updat
 from sqlalchemy.exc import IntegrityError
 
 from evroam.clearinghouse import store
-from evroam.clearinghouse.messages import (
+from evroam.clearinghouse.settlement import Netting, net, next_period, period_of
+from evroam.core.clock import Clock
+from evroam.core.errors import Conflict, Forbidden, Invalid, NotFound
+from evroam.core.money import MINOR_UNITS, round_money
+from evroam.db import schema as s
+from evroam.protocols.roaming.messages import (
     AuthorizationInfo,
     AuthorizationRequest,
     ChargeTransaction,
@@ -36,12 +41,7 @@ from evroam.clearinghouse.messages import (
     SettlementStatement,
     StatementPosition,
 )
-from evroam.clearinghouse.ports import HomeUtilityLink, NoRecord, Unavailable
-from evroam.clearinghouse.settlement import Netting, net, next_period, period_of
-from evroam.core.clock import Clock
-from evroam.core.money import MINOR_UNITS, round_money
-from evroam.db import schema as s
-from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
+from evroam.protocols.roaming.ports import HomeUtilityLink, NoRecord, Unavailable
 
 # How long a checked credentials token is trusted without asking the database again.
 TOKEN_MEMORY_S = 30.0

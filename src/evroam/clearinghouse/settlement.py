@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal, localcontext
 from typing import NamedTuple
 
-from evroam.clearinghouse.messages import SettlementLine
+from evroam.protocols.roaming.messages import SettlementLine
 
 ZERO = Decimal(0)
 # Enough digits that no sum of a period is ever rounded (28, Python's default, would be too).

@@ -11,17 +11,17 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, RowMapping, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from evroam.clearinghouse.messages import (
+from evroam.clearinghouse.settlement import Entry
+from evroam.core.messages import BillingOption
+from evroam.db import schema as s
+from evroam.db.bulk import select_rows
+from evroam.protocols.roaming.messages import (
     ChargeTransaction,
     RoamingToken,
     SettlementLine,
     StatementPosition,
     StatementTransaction,
 )
-from evroam.clearinghouse.settlement import Entry
-from evroam.core.messages import BillingOption
-from evroam.db import schema as s
-from evroam.db.bulk import select_rows
 
 T = TypeVar("T")
 # Bound parameters per IN (...) list: well under SQLite's and psycopg's limits.

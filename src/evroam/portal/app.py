@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from evroam.core.clock import Clock, utc_now
+from evroam.core.errors import Refused
 from evroam.core.messages import LoadControlNotice
 from evroam.core.money import format_money, kwh
 from evroam.db import schema as s
@@ -42,7 +43,6 @@ from evroam.portal.auth import (
 )
 from evroam.territory.model import Premise, VisitorPolicy
 from evroam.utility.bill_html import render_bill
-from evroam.utility.errors import Refused
 from evroam.utility.registry import Registry
 from evroam.utility.service import UtilityService
 

@@ -1,1 +1,2 @@
-"""Real-world wire formats mapped onto the seed's messages (OCPP for charging stations)."""
+"""What crosses a wire between parties, owned by none of them: OCPP for charging stations,
+the roaming contract between utilities and the clearinghouse (OCPI-shaped)."""

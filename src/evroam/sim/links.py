@@ -1,5 +1,6 @@
-"""How the simulator's gateways reach their utility: directly in this process, or over HTTP,
-through a switch that plays the seed's communication failures.
+"""How the simulator's parties reach each other. Gateways reach their utility directly in
+this process or over HTTP, through a switch that plays the seed's communication failures;
+members and the clearinghouse call each other's services in the one-process demo.
 
 The switch has two positions: `up` (no comms at all: nothing gets through, the gateway
 buffers) and `realtime` (an ESI that cannot hold a session with the utility: no binding,
@@ -8,8 +9,10 @@ but its meter data still arrives later through the AMI backhaul).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from evroam.clearinghouse.service import ClearinghouseService
+from evroam.core.errors import Refused
 from evroam.core.messages import (
     BindRequest,
     BindResult,
@@ -19,8 +22,15 @@ from evroam.core.messages import (
     ScheduleUpdates,
     SessionReport,
 )
+from evroam.protocols.roaming.messages import (
+    AuthorizationInfo,
+    AuthorizationRequest,
+    ChargeTransaction,
+    PostingAck,
+    RoamingToken,
+)
+from evroam.protocols.roaming.ports import HomeUtilityLink
 from evroam.transport import Unreachable, UtilityLink, UtilityRefused
-from evroam.utility.errors import Refused
 from evroam.utility.service import UtilityService
 
 
@@ -94,3 +104,43 @@ class Switched:
     def schedules(self, after: int, limit: int) -> ScheduleUpdates:
         self._check(realtime=True)
         return self.inner.schedules(after, limit)
+
+
+class InProcessClearinghouseLink:
+    """A member calling the clearinghouse service in the same process (the one-process demo).
+
+    With ``home_links`` each transaction sent is forwarded to its home utility right away,
+    as the HTTP API does."""
+
+    def __init__(
+        self,
+        service: ClearinghouseService,
+        member_id: str,
+        home_links: Mapping[str, HomeUtilityLink] | None = None,
+    ) -> None:
+        self.service = service
+        self.member_id = member_id
+        self.home_links = home_links
+
+    def publish_tokens(self, tokens: Sequence[RoamingToken], *, replace: bool = False) -> int:
+        result = self.service.publish_tokens(self.member_id, tokens, replace=replace)
+        return result.applied + result.unchanged
+
+    def authorize(self, request: AuthorizationRequest) -> AuthorizationInfo:
+        return self.service.authorize(self.member_id, request)
+
+    def send_transaction(self, transaction: ChargeTransaction) -> None:
+        self.service.receive_transaction(self.member_id, transaction)
+        if self.home_links is not None:
+            self.service.forward_pending(self.home_links, home_utility=transaction.home_utility)
+
+
+class InProcessHomeUtilityLink:
+    """The clearinghouse posting to a home utility in the same process, through a callable
+    (e.g. the utility service's method that posts a roaming charge)."""
+
+    def __init__(self, post: Callable[[ChargeTransaction], PostingAck]) -> None:
+        self._post = post
+
+    def post_transaction(self, transaction: ChargeTransaction) -> PostingAck:
+        return self._post(transaction)

@@ -13,12 +13,16 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
-from evroam.clearinghouse.links import InProcessClearinghouseLink, InProcessHomeUtilityLink
-from evroam.clearinghouse.ports import HomeUtilityLink
 from evroam.clearinghouse.service import ClearinghouseService
 from evroam.core.clock import FixedClock
 from evroam.core.messages import LoadControlNotice
-from evroam.sim.links import InProcessLink, Switched
+from evroam.protocols.roaming.ports import HomeUtilityLink
+from evroam.sim.links import (
+    InProcessClearinghouseLink,
+    InProcessHomeUtilityLink,
+    InProcessLink,
+    Switched,
+)
 from evroam.territory.model import Territory
 from evroam.territory.store import save_territory
 from evroam.transport import UtilityLink

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from evroam.clearinghouse.links import registration_env
 from evroam.core.messages import LoadControlNotice
 from evroam.db.engine import make_engine
+from evroam.protocols.roaming.http import registration_env
 from evroam.sim.links import Switched
 from evroam.sim.runner import session_rows
 from evroam.territory.model import Territory

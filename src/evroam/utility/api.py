@@ -17,8 +17,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from evroam.clearinghouse import ocpi
 from evroam.core.clock import FixedClock
+from evroam.core.errors import Refused
 from evroam.core.messages import (
     BindRequest,
     BindResult,
@@ -30,8 +30,8 @@ from evroam.core.messages import (
     SessionReport,
     UtcInstant,
 )
+from evroam.protocols.roaming import ocpi
 from evroam.utility.bill_store import bill_json
-from evroam.utility.errors import Refused
 from evroam.utility.service import SCHEDULE_PAGE, UtilityService
 
 MAX_BATCH = 5000

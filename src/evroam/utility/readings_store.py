@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection
 
+from evroam.core.errors import Conflict
 from evroam.db import schema as s
-from evroam.utility.errors import Conflict
 
 Key = tuple[Any, ...]
 Row = tuple[Any, ...]  # the columns of COLUMNS, in order, as bound for the database

@@ -18,11 +18,16 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from evroam.clearinghouse.messages import ChargePeriod, ChargeTransaction, PostingAck, RoamingToken
+from evroam.core.errors import Conflict
 from evroam.db import schema as s
+from evroam.protocols.roaming.messages import (
+    ChargePeriod,
+    ChargeTransaction,
+    PostingAck,
+    RoamingToken,
+)
 from evroam.territory.model import Pev, Utility
 from evroam.utility.cycles import cycle_of
-from evroam.utility.errors import Conflict
 from evroam.utility.ledger import held_lines
 from evroam.utility.rate_session import SessionRater, ledger_changes
 

@@ -22,13 +22,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from evroam.clearinghouse.messages import (
-    AuthorizationRequest,
-    ChargeTransaction,
-    PostingAck,
-)
-from evroam.clearinghouse.ports import ClearinghouseLink, NoRecord, Unavailable
 from evroam.core.clock import Clock, is_aligned
+from evroam.core.errors import Conflict, Forbidden, Invalid, NotFound
 from evroam.core.messages import (
     BindRequest,
     BindResult,
@@ -43,13 +38,18 @@ from evroam.core.messages import (
 )
 from evroam.core.rating import RatingContext, price_at
 from evroam.db import schema as s
+from evroam.protocols.roaming.messages import (
+    AuthorizationRequest,
+    ChargeTransaction,
+    PostingAck,
+)
+from evroam.protocols.roaming.ports import ClearinghouseLink, NoRecord, Unavailable
 from evroam.territory.model import Premise, Program
 from evroam.territory.store import read_territory
 from evroam.utility import roaming
 from evroam.utility.bill_store import cycles_with_charges, issue_cycle
 from evroam.utility.billing import Bill
 from evroam.utility.cycles import cycle_of
-from evroam.utility.errors import Conflict, Forbidden, Invalid, NotFound
 from evroam.utility.events import participation
 from evroam.utility.ledger import held_lines
 from evroam.utility.payer import Conditions, PayerDecision, Roaming, decide

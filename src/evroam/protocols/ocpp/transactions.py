@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 
+from evroam.core.errors import Conflict, Refused
 from evroam.core.messages import (
     BindRequest,
     EnergyAvailable,
@@ -43,7 +44,6 @@ from evroam.protocols.ocpp.mapping import (
 )
 from evroam.protocols.ocpp.stations import StationInfo
 from evroam.protocols.ocpp.store import Tx
-from evroam.utility.errors import Conflict, Refused
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.service import UtilityService
 

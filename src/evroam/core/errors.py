@@ -1,4 +1,8 @@
-"""How the utility refuses a message: each error names the field and the value."""
+"""How any party refuses a message: each error names the field and the value.
+
+Shared by the utility, the clearinghouse and the protocol adapters, so that a refusal
+means the same on every wire (HTTP status, OCPI status code, OCPP CallError).
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from evroam.clearinghouse.messages import (
+from evroam.protocols.roaming.messages import (
     AuthorizationInfo,
     AuthorizationRequest,
     ChargeTransaction,

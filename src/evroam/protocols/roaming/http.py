@@ -1,4 +1,5 @@
-"""How members and the clearinghouse reach each other: over HTTP (OCPI-shaped) or in-process.
+"""How members and the clearinghouse reach each other over HTTP (OCPI-shaped); the one-process
+demo links them in `sim/links.py`.
 
 Over HTTP every request carries ``Authorization: Token <base64 of the token>`` as OCPI 2.2.1
 writes it: a member sends its token C to the clearinghouse, the clearinghouse sends the
@@ -10,21 +11,20 @@ refusal that a retry will not fix.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from evroam.clearinghouse import ocpi
-from evroam.clearinghouse.messages import (
+from evroam.protocols.roaming import ocpi
+from evroam.protocols.roaming.messages import (
     AuthorizationInfo,
     AuthorizationRequest,
     ChargeTransaction,
     PostingAck,
     RoamingToken,
 )
-from evroam.clearinghouse.ports import HomeUtilityLink, NoRecord, Unavailable
-from evroam.clearinghouse.service import ClearinghouseService
+from evroam.protocols.roaming.ports import NoRecord, Unavailable
 
 CREDENTIALS_PATH = f"/ocpi/{ocpi.VERSION}/credentials"
 CDRS_PATH = f"/ocpi/{ocpi.VERSION}/cdrs"
@@ -211,46 +211,6 @@ class HttpHomeUtilityLink:
 
     def close(self) -> None:
         self._http.close()
-
-
-class InProcessClearinghouseLink:
-    """A member calling the clearinghouse service in the same process (the one-process demo).
-
-    With ``home_links`` each transaction sent is forwarded to its home utility right away,
-    as the HTTP API does."""
-
-    def __init__(
-        self,
-        service: ClearinghouseService,
-        member_id: str,
-        home_links: Mapping[str, HomeUtilityLink] | None = None,
-    ) -> None:
-        self.service = service
-        self.member_id = member_id
-        self.home_links = home_links
-
-    def publish_tokens(self, tokens: Sequence[RoamingToken], *, replace: bool = False) -> int:
-        result = self.service.publish_tokens(self.member_id, tokens, replace=replace)
-        return result.applied + result.unchanged
-
-    def authorize(self, request: AuthorizationRequest) -> AuthorizationInfo:
-        return self.service.authorize(self.member_id, request)
-
-    def send_transaction(self, transaction: ChargeTransaction) -> None:
-        self.service.receive_transaction(self.member_id, transaction)
-        if self.home_links is not None:
-            self.service.forward_pending(self.home_links, home_utility=transaction.home_utility)
-
-
-class InProcessHomeUtilityLink:
-    """The clearinghouse posting to a home utility in the same process, through a callable
-    (e.g. the utility service's method that posts a roaming charge)."""
-
-    def __init__(self, post: Callable[[ChargeTransaction], PostingAck]) -> None:
-        self._post = post
-
-    def post_transaction(self, transaction: ChargeTransaction) -> PostingAck:
-        return self._post(transaction)
 
 
 def _segment(value: str) -> str:

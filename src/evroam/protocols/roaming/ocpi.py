@@ -19,14 +19,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from evroam.clearinghouse.messages import (
+from evroam.core.errors import Invalid
+from evroam.core.money import kwh
+from evroam.protocols.roaming.messages import (
     AuthorizationInfo,
     ChargePeriod,
     ChargeTransaction,
     RoamingToken,
 )
-from evroam.core.money import kwh
-from evroam.utility.errors import Invalid
 
 M = TypeVar("M", bound=BaseModel)
 
