@@ -18,14 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 from evroam.core.calendar import holiday_calendar
+from evroam.core.lines import to_lines
 from evroam.core.messages import IntervalReading
-from evroam.core.rating import (
-    RatingContext,
-    rate_daily,
-    rate_readings,
-    rate_rows,
-    to_lines,
-)
+from evroam.core.rating import RatingContext, rate_daily, rate_readings, rate_rows
 from evroam.core.tariffs import FlatTariff, HourlyPriceTariff, TouTariff
 
 MONTH_START = datetime(2026, 3, 1, 8, tzinfo=UTC)  # local midnight, America/Los_Angeles

@@ -10,7 +10,8 @@ import pytest
 from evroam.core.messages import ScheduleSlot
 from evroam.portal.app import _notice, _safe_next
 from evroam.portal.charts import feeder_svg, schedule_svg
-from evroam.portal.queries import FeederLoad, Slot, completion_at, day_of, window_of
+from evroam.portal.operator_queries import FeederLoad, day_of, window_of
+from evroam.portal.queries import Slot, completion_at
 
 T0 = datetime(2026, 4, 7, 1, 0, tzinfo=UTC)
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from evroam.core.calendar import day_type, holiday_calendar, local_midnight_s, to_epoch_s
+from evroam.core.lines import to_lines
 from evroam.core.messages import IntervalReading
 from evroam.core.money import energy_cost, round_money
 from evroam.core.rating import (
@@ -22,7 +23,6 @@ from evroam.core.rating import (
     rate_readings,
     rate_rows,
     split_energy,
-    to_lines,
     tou_period,
 )
 from evroam.core.tariffs import FlatTariff, HourlyPriceTariff, TouTariff

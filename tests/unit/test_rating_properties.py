@@ -13,15 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evroam.core.calendar import day_type, offset_changes
+from evroam.core.lines import to_lines
 from evroam.core.money import energy_cost
-from evroam.core.rating import (
-    AnyTariff,
-    RatedPiece,
-    RatingContext,
-    rate_daily,
-    rate_rows,
-    to_lines,
-)
+from evroam.core.rating import AnyTariff, RatedPiece, RatingContext, rate_daily, rate_rows
 from evroam.core.tariffs import ALL_DAY_TYPES, FlatTariff, HourlyPriceTariff, TouRule, TouTariff
 
 # Zones whose offsets are all multiples of 15 minutes, with 1 h, 30 min (Lord Howe) and no DST.

@@ -1,5 +1,9 @@
 """The web portal: customers, hosts and operators, server-rendered (Jinja2, inline SVG).
 
+One module on purpose (about 690 lines): every route is a closure over the one app's
+templates, cookie session and access dependencies; the read models live in queries.py and
+operator_queries.py, so what remains here is access and rendering.
+
 Access is decided here, per route, before any query runs: a customer's account ids come from
 the registry (customer -> accounts), an operator's utility from their login. Every POST
 carries the session's CSRF token. docs/portal.md describes the pages and the rules.
@@ -32,7 +36,7 @@ from evroam.core.errors import Refused
 from evroam.core.messages import LoadControlNotice
 from evroam.core.money import format_money, kwh
 from evroam.db import schema as s
-from evroam.portal import charts, queries
+from evroam.portal import charts, operator_queries, queries
 from evroam.portal.auth import (
     CSRF_FIELD,
     User,
@@ -445,14 +449,14 @@ def create_portal(
         zone = registry.utility.time_zone
         now = clock()
         try:
-            shown = date.fromisoformat(day) if day else queries.day_of(now, zone)
+            shown = date.fromisoformat(day) if day else operator_queries.day_of(now, zone)
         except ValueError:
             raise HTTPException(404, "day: expected YYYY-MM-DD") from None
-        start, end = queries.window_of(shown, zone)
+        start, end = operator_queries.window_of(shown, zone)
         with engine.connect() as conn:
-            loads = queries.feeder_loads(conn, registry, start, end, now)
-            days = queries.charging_days(conn, registry)
-            events = queries.events_of(conn, registry.utility.id)
+            loads = operator_queries.feeder_loads(conn, registry, start, end, now)
+            days = operator_queries.charging_days(conn, registry)
+            events = operator_queries.events_of(conn, registry.utility.id)
         return render(
             request,
             "operator.html",
@@ -505,14 +509,14 @@ def create_portal(
         except (ValueError, Refused) as err:
             return operator_page(request, op, None, status_code=422, error=str(err), **form)
         request.session["flash"] = f"Declared load-control event {notice.event_id}"
-        day = queries.day_of(notice.start_at, op.registry.utility.time_zone)
+        day = operator_queries.day_of(notice.start_at, op.registry.utility.time_zone)
         return _redirect(request, f"/operator?day={day.isoformat()}")
 
     @app.get("/operator/review", response_class=HTMLResponse)
     def review(request: Request, op: Op) -> Response:
         with engine.connect() as conn:
-            items = queries.sessions_to_review(conn, op.registry.utility.id)
-            held = queries.quarantined(conn, list(op.registry.premises))
+            items = operator_queries.sessions_to_review(conn, op.registry.utility.id)
+            held = operator_queries.quarantined(conn, list(op.registry.premises))
         return render(request, "review.html", items=items, quarantine=held)
 
     @app.get("/operator/settlement", response_class=HTMLResponse)

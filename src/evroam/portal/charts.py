@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
-from evroam.portal.queries import FeederLoad, Slot
+from evroam.portal.operator_queries import FeederLoad
+from evroam.portal.queries import Slot
 from evroam.utility.bill_html import _svg as bill_chart_svg  # the bill's own chart, reused
 from evroam.utility.bill_html import daily_bars, ordered_labels, period_colours
 from evroam.utility.billing import Bill, period_name

@@ -7,7 +7,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from evroam.core.rating import Priced, RatingContext, rate_rows, to_lines
+from evroam.core.lines import Priced, to_lines
+from evroam.core.rating import RatingContext, rate_rows
 from evroam.territory.model import Utility
 from evroam.utility.cycles import cycle_of
 
