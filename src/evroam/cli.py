@@ -227,8 +227,8 @@ def _run_scenario(
         print_settlement(result.settlement)
     if result.undelivered:
         out.print(f"[yellow]{result.undelivered} gateway messages still undelivered[/]")
-    for kind, _, why in result.dead_letters:
-        out.print(f"[red]refused {kind}:[/] {why}")
+    for letter in result.dead_letters:
+        out.print(f"[red]refused {letter.kind}:[/] {letter.reason}")
     if bills_html is not None and result.bills:
         out.print(f"HTML bills written to {bills_html}/")
     if plot is not None and processes is None:

@@ -35,6 +35,30 @@ class UtilityRefused(Exception):
         self.detail = detail
 
 
+class NotAuthorized(UtilityRefused):
+    """The utility did not accept the gateway's credentials (HTTP 401/403): a rotated or
+    revoked token. No message is at fault, so nothing is set aside; the outbox waits."""
+
+
+AUTH_STATUSES = (401, 403)
+
+
+def refusal(status: int, detail: object) -> UtilityRefused:
+    """The refusal for an HTTP status: credentials (401/403) apart from a bad message."""
+    if status in AUTH_STATUSES:
+        return NotAuthorized(status, detail)
+    return UtilityRefused(status, detail)
+
+
+def _detail(response: httpx.Response) -> object:
+    """The refusal's reason, from a JSON body or, failing that, a short excerpt of the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return body.get("detail") if isinstance(body, dict) else body
+
+
 class UtilityLink(Protocol):
     """What a gateway may ask of its utility."""
 
@@ -69,7 +93,7 @@ class HttpUtilityLink:
         if response.status_code >= 500:
             raise Unreachable(f"HTTP {response.status_code}")
         if response.status_code >= 400:
-            raise UtilityRefused(response.status_code, response.json().get("detail"))
+            raise refusal(response.status_code, _detail(response))
         return response
 
     def bind(self, request: BindRequest, eumd_ok: bool) -> BindResult:
@@ -97,7 +121,7 @@ class HttpUtilityLink:
         if response.status_code >= 500:
             raise Unreachable(f"HTTP {response.status_code}")
         if response.status_code >= 400:
-            raise UtilityRefused(response.status_code, response.json().get("detail"))
+            raise refusal(response.status_code, _detail(response))
         return ScheduleUpdates.model_validate_json(response.text)
 
     def close(self) -> None:

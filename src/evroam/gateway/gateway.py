@@ -8,8 +8,11 @@ the PEV charges at once, without incentive (seed 1.4.1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 from datetime import datetime
+
+from pydantic import TypeAdapter
 
 from evroam.core.messages import (
     BillingOption,
@@ -22,7 +25,9 @@ from evroam.core.messages import (
     SessionReport,
 )
 from evroam.gateway.outbox import Outbox, decode_readings, decode_report
-from evroam.transport import Unreachable, UtilityLink, UtilityRefused
+from evroam.transport import NotAuthorized, Unreachable, UtilityLink, UtilityRefused
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class ActiveSession:
     metered_wh: int = 0
     estimated_wh: int = 0  # the EVSE's own count, used when no EUMD measured
     eumd_ok: bool = True
-    readings: list[IntervalReading] = field(default_factory=list)
+
+
+_STATE = TypeAdapter(ActiveSession)
 
 
 class Gateway:
@@ -54,8 +61,13 @@ class Gateway:
         self.link = link
         self.outbox = outbox
         self.eumd_available = config.eumd_id is not None
-        self.sessions: dict[str, ActiveSession] = {}
+        # Sessions plugged in, as the outbox file keeps them: a restarted gateway resumes them.
+        self.sessions: dict[str, ActiveSession] = {
+            sid: _STATE.validate_json(state) for sid, state in outbox.open_sessions()
+        }
         self.schedule_cursor = 0  # the last plan version seen (GET /v1/gateway/schedules)
+        # Why the outbox is held (credentials refused), until a delivery succeeds again.
+        self.held: str | None = None
 
     # --- seed: "Customer connects PEV", "PEV/ESI binds", "PEV requests charge" ---------------
 
@@ -77,7 +89,15 @@ class Gateway:
                 active.available_from = at
             except (Unreachable, UtilityRefused):
                 active.available = None  # charge at once, as if unbound
+        self._save(active)
         return active
+
+    def _save(self, active: ActiveSession) -> None:
+        self.outbox.save_session(active.session_id, self._state(active))
+
+    @staticmethod
+    def _state(active: ActiveSession) -> str:
+        return _STATE.dump_json(active).decode()
 
     # --- re-planned schedules (active load management, load-control events) ----------------
 
@@ -103,6 +123,7 @@ class Gateway:
                     continue
                 active.available = update.available
                 active.available_from = update.planned_at
+                self._save(active)
                 applied.append(update)
             self.schedule_cursor = max(self.schedule_cursor, batch.cursor)
             if len(batch.updates) < page:
@@ -154,6 +175,7 @@ class Gateway:
         active.estimated_wh += energy_wh
         if not (active.eumd_ok and self.eumd_available) or self.config.eumd_id is None:
             active.eumd_ok = False
+            self._save(active)
             return
         reading = IntervalReading(
             eumd_id=self.config.eumd_id,
@@ -165,8 +187,7 @@ class Gateway:
             energy_wh=energy_wh,
         )
         active.metered_wh += energy_wh
-        active.readings.append(reading)
-        self.outbox.put_reading(reading)
+        self.outbox.put_reading(reading, self._state(active))
 
     # --- seed: "ESI communicates results to Utility" (and to the vehicle) -----------------------
 
@@ -187,21 +208,54 @@ class Gateway:
         return report
 
     def flush(self) -> int:
-        """Deliver the outbox in order until it is empty or the utility is unreachable."""
+        """Deliver the outbox in order until it is empty or the utility is unreachable.
+
+        A refused message is set aside as a dead letter with its reason and the rest flow on;
+        refused credentials (a rotated or revoked token) hold the whole queue instead, since
+        no message is at fault, and say so in `held` and the log.
+        """
         delivered = 0
         while True:
             kind, run = self.outbox.head()
             if not run:
                 return delivered
             try:
-                if kind == "reading":
-                    self.link.send_readings(decode_readings(run))
-                else:
-                    self.link.report_session(decode_report(run))
+                delivered += self._deliver(kind, run)
             except Unreachable:
                 return delivered
-            except UtilityRefused as err:
-                self.outbox.bury(run, kind, str(err))
-                continue
-            self.outbox.ack(run[-1][0])
-            delivered += len(run)
+            except NotAuthorized as err:
+                self.held = f"credentials refused by the utility: {err}"
+                log.error(
+                    "gateway %s: outbox held, %d messages queued: %s",
+                    self.config.premise_id,
+                    len(self.outbox),
+                    self.held,
+                )
+                return delivered
+            self.held = None
+
+    def _deliver(self, kind: str, run: list[tuple[int, str]]) -> int:
+        """Send a run; when the utility refuses it, halve it until the refused messages are
+        alone, and set only those aside (a batch is applied whole or not at all)."""
+        try:
+            if kind == "reading":
+                self.link.send_readings(decode_readings(run))
+            else:
+                self.link.report_session(decode_report(run))
+        except NotAuthorized:
+            raise
+        except UtilityRefused as err:
+            if len(run) > 1:
+                half = len(run) // 2
+                return self._deliver(kind, run[:half]) + self._deliver(kind, run[half:])
+            self.outbox.bury(run, kind, str(err))
+            log.warning(
+                "gateway %s: %s #%d set aside as a dead letter: %s",
+                self.config.premise_id,
+                kind,
+                run[0][0],
+                err,
+            )
+            return 0
+        self.outbox.ack(run[-1][0])
+        return len(run)

@@ -30,7 +30,7 @@ from evroam.protocols.roaming.messages import (
     RoamingToken,
 )
 from evroam.protocols.roaming.ports import HomeUtilityLink
-from evroam.transport import Unreachable, UtilityLink, UtilityRefused
+from evroam.transport import Unreachable, UtilityLink, refusal
 from evroam.utility.service import UtilityService
 
 
@@ -45,31 +45,31 @@ class InProcessLink:
         try:
             return self.service.bind(self.premise_id, request, eumd_ok=eumd_ok)
         except Refused as err:
-            raise UtilityRefused(err.status, str(err)) from err
+            raise refusal(err.status, str(err)) from err
 
     def request_energy(self, request: EnergyRequest) -> EnergyAvailable:
         try:
             return self.service.request_energy(self.premise_id, request)
         except Refused as err:
-            raise UtilityRefused(err.status, str(err)) from err
+            raise refusal(err.status, str(err)) from err
 
     def send_readings(self, readings: Sequence[IntervalReading]) -> int:
         try:
             return self.service.record_readings(self.premise_id, readings).accepted
         except Refused as err:
-            raise UtilityRefused(err.status, str(err)) from err
+            raise refusal(err.status, str(err)) from err
 
     def report_session(self, report: SessionReport) -> None:
         try:
             self.service.report_session(self.premise_id, report)
         except Refused as err:
-            raise UtilityRefused(err.status, str(err)) from err
+            raise refusal(err.status, str(err)) from err
 
     def schedules(self, after: int, limit: int) -> ScheduleUpdates:
         try:
             return self.service.schedules(self.premise_id, after, limit)
         except Refused as err:
-            raise UtilityRefused(err.status, str(err)) from err
+            raise refusal(err.status, str(err)) from err
 
 
 class Switched:

@@ -17,7 +17,7 @@ from evroam.core.clock import FixedClock, floor_to
 from evroam.core.messages import BindResult, EnergyRequest, LoadControlNotice
 from evroam.db import schema as s
 from evroam.gateway.gateway import Gateway, GatewayConfig
-from evroam.gateway.outbox import Outbox
+from evroam.gateway.outbox import DeadLetter, Outbox
 from evroam.sim.parties import InProcess, Parties
 from evroam.sim.scenario import Event, Scenario
 from evroam.sim.vehicle import Draw
@@ -43,7 +43,7 @@ class RunResult:
     bills: list[dict[str, Any]] = field(default_factory=list)
     settlement: list[dict[str, Any]] = field(default_factory=list)
     undelivered: int = 0
-    dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # kind, body, why
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     drawn_wh: dict[str, int] = field(default_factory=dict)  # what each vehicle really took
 
     def as_json(self) -> dict[str, Any]:
