@@ -357,3 +357,39 @@ def test_operator_sees_what_waits_for_a_home_utility(
     assert [(w["id"], w["home_utility"], w["attempts"]) for w in waiting] == [("PGX-T1", "MHE", 1)]
     assert waiting[0]["last_error"] == "unavailable: connection refused"
     assert waiting[0]["received_at"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("number", "says"),
+    [
+        ("1e999999999", "exponent beyond 30"),
+        ("-1E-999999999", "exponent beyond 30"),
+        ("9" * 5000, "more than 40 characters"),
+        ("NaN", "NaN is not a JSON number"),
+        ("Infinity", "Infinity is not a JSON number"),
+    ],
+)
+def test_a_crafted_number_in_a_cdr_is_refused_before_any_arithmetic(
+    client: TestClient, tokens: dict[str, str], number: str, says: str
+) -> None:
+    body = ocpi.render_json(cdr_of("ref") | {"total_energy": "@@"}).replace('"@@"', number)
+    response = client.post(
+        "/ocpi/2.2.1/cdrs",
+        headers=auth(tokens["PGX"]) | {"Content-Type": "application/json"},
+        content=body,
+    )
+    assert response.status_code == 422
+    assert says in response.text
+    assert len(response.content) < 1000  # a short excerpt, never the input echoed back
+
+
+def test_json_nested_beyond_the_decoder_is_a_refusal(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    response = client.post(
+        "/ocpi/2.2.1/cdrs",
+        headers=auth(tokens["PGX"]) | {"Content-Type": "application/json"},
+        content="[" * 100_000 + "]" * 100_000,
+    )
+    assert response.status_code == 422
+    assert "nested too deeply" in response.text

@@ -96,9 +96,46 @@ def _render(value: Any, parts: list[str]) -> None:
         parts.append(json.dumps(value))
 
 
+# A number on the wire: at most this many characters and this decimal exponent. Money and
+# energy need far less; a crafted 1e999999999 would otherwise cost seconds per operation.
+MAX_NUMBER_CHARS = 40
+MAX_EXPONENT = 30
+
+
+def _bounded_decimal(text: str) -> Decimal:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"number {text[:16]}...: more than {MAX_NUMBER_CHARS} characters")
+    value = Decimal(text)
+    if abs(value.adjusted()) > MAX_EXPONENT:
+        raise ValueError(f"number {text}: out of range (exponent beyond {MAX_EXPONENT})")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"number {text[:16]}...: more than {MAX_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON number")
+
+
 def parse_json(body: bytes | str) -> Any:
-    """JSON with every non-integer number read as Decimal (3.20 stays 3.20)."""
-    return json.loads(body, parse_float=Decimal)
+    """JSON with every non-integer number read as Decimal (3.20 stays 3.20).
+
+    Numbers are bounded before any conversion, NaN and Infinity refused, and nesting too deep
+    for the decoder is a ValueError like any other malformed body.
+    """
+    try:
+        return json.loads(
+            body,
+            parse_float=_bounded_decimal,
+            parse_int=_bounded_int,
+            parse_constant=_no_constant,
+        )
+    except RecursionError as err:
+        raise ValueError("JSON nested too deeply") from err
 
 
 def presented_tokens(header: str | None, scheme: str = "token") -> list[str]:
