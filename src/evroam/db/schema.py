@@ -432,6 +432,34 @@ portal_users = Table(
     ),
 )
 
+# A signed-in browser: the cookie carries a random id, the database its digest. Signing out
+# deletes the row, so a copied cookie stops working at once (docs/security.md).
+portal_sessions = Table(
+    "portal_sessions",
+    metadata,
+    Column("id_digest", String(64), primary_key=True),  # SHA-256 hex of the cookie's id
+    Column(
+        "username",
+        String(64),
+        ForeignKey("portal_users.username", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+# Failed sign-ins, by key ("user:NAME" or "addr:IP"), counted in a sliding window to throttle
+# password guessing across every process of the utility.
+portal_sign_in_failures = Table(
+    "portal_sign_in_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_portal_sign_in_failures_key_at", "key", "at"),
+)
+
 
 # --- clearinghouse: members, roaming tokens, authorizations, transactions, statements -------
 # The clearinghouse's own database (its process fills only these tables). Tokens are stored

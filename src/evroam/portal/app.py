@@ -15,7 +15,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, cast, get_args
@@ -39,11 +39,19 @@ from evroam.db import schema as s
 from evroam.portal import charts, operator_queries, queries
 from evroam.portal.auth import (
     CSRF_FIELD,
+    Busy,
+    Throttle,
     User,
     authenticate,
+    clear_failures,
+    close_session,
     csrf_ok,
-    load_user,
     new_csrf_token,
+    open_session,
+    record_failure,
+    retry_after,
+    session_user,
+    throttle_keys,
 )
 from evroam.territory.model import Premise, VisitorPolicy
 from evroam.utility.bill_html import render_bill
@@ -53,6 +61,7 @@ from evroam.utility.service import UtilityService
 HERE = Path(__file__).parent
 SESSION_COOKIE = "evroam_portal"
 SESSION_MAX_AGE_S = 8 * 3600
+SESSION_MAX_AGE = timedelta(seconds=SESSION_MAX_AGE_S)
 POLICIES: tuple[str, ...] = get_args(VisitorPolicy)
 POLICY_NAMES = {
     "host_pays": "Host pays: visitors charge on my account",
@@ -94,6 +103,7 @@ def create_portal(
     statements: Statements | None = None,
     clock: Clock = utc_now,
     https_only: bool = False,
+    throttle: Throttle = Throttle(),  # noqa: B008 - frozen, shared safely
 ) -> FastAPI:
     """The portal as an ASGI app with its routes at "/" (mount it anywhere: install_portal).
 
@@ -139,6 +149,8 @@ def create_portal(
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if not request.url.path.startswith(_base(request) + "/static"):
             response.headers.setdefault("Cache-Control", "no-store")
+        if https_only:  # served over TLS: browsers must never fall back to plain HTTP
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
     # --- helpers -------------------------------------------------------------------------
@@ -146,7 +158,7 @@ def create_portal(
     def render(
         request: Request, template: str, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
-        user = _session_user(engine, request)
+        user = _session_user(engine, request, clock)
         context.setdefault("utility", None)
         if user is not None and context["utility"] is None:
             with contextlib.suppress(KeyError, Refused):
@@ -167,7 +179,7 @@ def create_portal(
         )
 
     def signed_in(request: Request) -> User:
-        user = _session_user(engine, request)
+        user = _session_user(engine, request, clock)
         if user is None:
             raise NotSignedIn
         return user
@@ -236,7 +248,7 @@ def create_portal(
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request) -> Response:
-        user = _session_user(engine, request)
+        user = _session_user(engine, request, clock)
         if user is None:
             return _redirect(request, "/login")
         if user.role == "operator":
@@ -254,14 +266,46 @@ def create_portal(
         password: Annotated[str, Form(max_length=256)],
         next: Annotated[str, Form()] = "/",
     ) -> Response:
+        name = username.strip()
+        keys = throttle_keys(name, request.client.host if request.client else None)
+        now = clock()
         with engine.begin() as conn:
-            user = authenticate(conn, username.strip(), password)
+            wait = retry_after(conn, keys, now, throttle)
+        if wait is not None:
+            return _too_many(
+                render(
+                    request,
+                    "login.html",
+                    status_code=429,
+                    next=_safe_next(next),
+                    error=f"Too many failed sign-ins. Try again in {_minutes(wait)}.",
+                    username=username,
+                ),
+                wait,
+            )
+        try:
+            with engine.begin() as conn:
+                user = authenticate(conn, name, password)
+        except Busy:
+            return _too_many(
+                render(
+                    request,
+                    "login.html",
+                    status_code=429,
+                    next=_safe_next(next),
+                    error="The portal is busy. Try again in a moment.",
+                    username=username,
+                ),
+                1,
+            )
         if user is not None:
             try:
                 _served(lookup, user.utility_id)
             except HTTPException:
                 user = None
         if user is None:
+            with engine.begin() as conn:
+                record_failure(conn, keys, now, throttle)
             return render(
                 request,
                 "login.html",
@@ -270,13 +314,20 @@ def create_portal(
                 error="Wrong username or password.",
                 username=username,
             )
+        with engine.begin() as conn:
+            clear_failures(conn, user.username)
+            session_id = open_session(conn, user.username, now, SESSION_MAX_AGE)
         request.session.clear()  # a new session: nothing from before sign-in carries over
-        request.session["user"] = user.username
+        request.session["sid"] = session_id
         request.session["csrf"] = new_csrf_token()
         return _redirect(request, _safe_next(next))
 
     @app.post("/logout", dependencies=[Csrf])
     def logout(request: Request) -> Response:
+        session_id = request.session.get("sid")
+        if isinstance(session_id, str):  # the cookie is worth nothing from now on
+            with engine.begin() as conn:
+                close_session(conn, session_id)
         request.session.clear()
         return _redirect(request, "/login")
 
@@ -614,6 +665,16 @@ def _safe_next(target: str) -> str:
     return target
 
 
+def _too_many(response: Response, wait_s: int) -> Response:
+    response.headers["Retry-After"] = str(wait_s)
+    return response
+
+
+def _minutes(seconds: int) -> str:
+    minutes = -(-seconds // 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
 def _csrf(request: Request) -> str:
     token = request.session.get("csrf")
     if not isinstance(token, str):
@@ -621,17 +682,17 @@ def _csrf(request: Request) -> str:
     return token
 
 
-def _session_user(engine: Engine, request: Request) -> User | None:
-    username = request.session.get("user")
-    if not isinstance(username, str):
+def _session_user(engine: Engine, request: Request, clock: Clock) -> User | None:
+    session_id = request.session.get("sid")
+    if not isinstance(session_id, str):
         return None
     cached: User | None = getattr(request.state, "portal_user", None)
     if cached is not None:
         return cached
     with engine.connect() as conn:
-        user = load_user(conn, username)
-    if user is None:
-        request.session.pop("user", None)
+        user = session_user(conn, session_id, clock())
+    if user is None:  # signed out elsewhere, revoked or expired
+        request.session.pop("sid", None)
         return None
     request.state.portal_user = user
     return user
