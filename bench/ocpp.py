@@ -162,6 +162,7 @@ def serve(args: argparse.Namespace) -> None:
     from evroam.db.engine import make_engine
     from evroam.protocols.ocpp import OcppSettings, install_ocpp
     from evroam.utility.api import create_app
+    from evroam.utility.ocpp_desk import TransactionDesk
     from evroam.utility.service import UtilityService
 
     clock = FixedClock(WINDOW - STEP)
@@ -169,7 +170,7 @@ def serve(args: argparse.Namespace) -> None:
     app = create_app(service)
     install_ocpp(
         app,
-        service,
+        TransactionDesk(service),
         OcppSettings(
             basic_auth_required=False,
             configure_stations=False,

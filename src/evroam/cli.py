@@ -658,6 +658,7 @@ def serve_utility(
     from evroam.protocols.ocpp import OcppSettings, install_ocpp
     from evroam.protocols.roaming.http import HttpClearinghouseLink, register
     from evroam.utility.api import create_app
+    from evroam.utility.ocpp_desk import TransactionDesk
     from evroam.utility.service import UtilityService
 
     engine = _engine(ctx)
@@ -712,7 +713,7 @@ def serve_utility(
         fail("--tls-cert and --tls-key go together")
     install_ocpp(
         app,
-        service,
+        TransactionDesk(service),  # the utility's service to its stations
         OcppSettings(
             basic_auth_required=ocpp_basic_auth,
             tls_required=ocpp_tls_only,

@@ -59,6 +59,7 @@ from evroam.territory.loader import load_territory
 from evroam.territory.store import save_territory
 from evroam.utility.api import create_app
 from evroam.utility.bill_store import issue_cycle
+from evroam.utility.ocpp_desk import TransactionDesk
 from evroam.utility.service import UtilityService
 from tests.conftest import example_document, write_document
 
@@ -185,7 +186,9 @@ def running_utility(
     home.publish_roaming_tokens()
     service.publish_roaming_tokens()
     app = create_app(service)
-    csms = install_ocpp(app, service, OcppSettings(schedule_poll_s=0.2, **settings))
+    csms = install_ocpp(
+        app, TransactionDesk(service), OcppSettings(schedule_poll_s=0.2, **settings)
+    )
     port = free_port()
     config = uvicorn.Config(
         app,

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from evroam.db import schema as s
-from evroam.protocols.ocpp.stations import password_digest, station_index
+from evroam.protocols.ocpp.stations import password_digest
 from evroam.territory.loader import TerritoryFileError, load_territory
 from evroam.territory.store import read_territory, save_territory
 from evroam.utility.registry import Registry
+from evroam.utility.stations import station_index
 
 Variant = Callable[[str, Callable[[dict[str, Any]], None]], Path]
 

@@ -318,7 +318,7 @@ def test_the_hot_path_binds_an_instant_as_the_column_type_does(
     from sqlalchemy.dialects import postgresql, sqlite
 
     from evroam.db.types import UtcDateTime
-    from evroam.protocols.ocpp.store import instant_binder
+    from evroam.utility.ocpp_store import instant_binder
 
     dialect = (sqlite if dialect_name == "sqlite" else postgresql).dialect()
     process = UtcDateTime().bind_processor(dialect)

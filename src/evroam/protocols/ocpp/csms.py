@@ -4,14 +4,15 @@
 station ──WebSocket upgrade (Basic auth, ocpp1.6 | ocpp2.0.1)──▶ endpoint
    unknown station: 404 · bad credentials: 401 · no common subprotocol: 400 (never accepted)
 station ──CALL──▶ V16Station / V201Station (the `ocpp` package's routing)
-                    └─▶ DeskWorker thread ─▶ TransactionDesk ─▶ UtilityService
-                          bind · record_readings · report_session · request_energy
+                    └─▶ DeskWorker thread ─▶ StationDesk (port.py), the utility's
+                          boot · start · samples_many · stop · event · needs
 CSMS ──SetChargingProfile / ChangeConfiguration / SetVariables──▶ station
-push loop: service.latest_schedule_version() moved ─▶ schedules(premise) ─▶ new TxProfiles
+push loop: desk.new_plans(premises) ─▶ new TxProfiles
 ```
 
-`install_ocpp(app, service, settings)` is all `evroam serve utility` needs to call; TLS
-(security profile 2) is uvicorn's ``ssl_certfile``/``ssl_keyfile`` (docs/ocpp.md).
+`install_ocpp(app, desk, settings)` is all `evroam serve utility` needs to call, with the
+utility's desk (`evroam.utility.ocpp_desk.TransactionDesk`); TLS (security profile 2) is
+uvicorn's ``ssl_certfile``/``ssl_keyfile`` (docs/ocpp.md).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import logging
 import queue
 import ssl
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -35,11 +35,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from evroam.protocols.ocpp.stations import StationInfo, authenticated, station_index
-from evroam.protocols.ocpp.transactions import ProfilePush, SamplesIn, TransactionDesk
+from evroam.protocols.ocpp.port import ProfilePush, SamplesIn, StationDesk, StationInfo
+from evroam.protocols.ocpp.stations import authenticated
 from evroam.protocols.ocpp.wire import SocketWire
-from evroam.utility.registry import Registry
-from evroam.utility.service import UtilityService
 
 LOG = logging.getLogger("evroam.ocpp")
 SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")  # preferred first when a station offers both
@@ -81,7 +79,7 @@ class DeskWorker:
     """One thread runs the desk; consecutive MeterValues share one commit (group commit),
     and each is acknowledged only after that commit."""
 
-    def __init__(self, desk: TransactionDesk, max_batch: int) -> None:
+    def __init__(self, desk: StationDesk, max_batch: int) -> None:
         self.desk = desk
         self.max_batch = max_batch
         # A list: the MeterValues the event loop took in one turn, handed over at once
@@ -209,18 +207,11 @@ def _settle(job: _Job, result: Any, error: BaseException | None) -> None:
 class Csms:
     """Connected stations, the desk and its worker, the re-plan push loop."""
 
-    def __init__(self, service: UtilityService, settings: OcppSettings) -> None:
-        self.service = service
+    def __init__(self, desk: StationDesk, settings: OcppSettings) -> None:
+        self.desk = desk
         self.settings = settings
-        self.desk = TransactionDesk(
-            service,
-            {},
-            v16_default_energy_wh=settings.v16_default_energy_wh,
-            default_dwell=timedelta(hours=settings.default_dwell_h),
-        )
-        self.worker = DeskWorker(self.desk, settings.group_commit_max)
+        self.worker = DeskWorker(desk, settings.group_commit_max)
         self.connected: dict[str, Any] = {}
-        self._index: tuple[Registry, dict[str, StationInfo]] | None = None
         self._push_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -267,13 +258,9 @@ class Csms:
 
     # --- stations -------------------------------------------------------------------------
 
-    def stations(self) -> dict[str, StationInfo]:
-        """The registered stations (rebuilt when the service reloads its registry)."""
-        registry = self.service.registry()
-        if self._index is None or self._index[0] is not registry:
-            self._index = (registry, station_index(registry))
-            self.desk.stations = self._index[1]
-        return self._index[1]
+    def stations(self) -> Mapping[str, StationInfo]:
+        """The registered stations, as the utility's desk has them."""
+        return self.desk.stations()
 
     async def endpoint(self, websocket: WebSocket) -> None:
         """The WebSocket handshake: identity, credentials, subprotocol; then the station's
@@ -391,8 +378,8 @@ class Csms:
     async def push_schedules(self) -> int:
         """Send a TxProfile for every plan made since the last look (ALM re-plans,
         load-control events) to the connected station running that session."""
-        premises = {link.station.premise_id for link in self.connected.values()}
-        pushes: list[ProfilePush] = await self.worker.run(self.desk.new_plans, premises)
+        premises = frozenset(link.station.premise_id for link in self.connected.values())
+        pushes: Sequence[ProfilePush] = await self.worker.run(self.desk.new_plans, premises)
         sent = 0
         for push in pushes:
             link = self.connected.get(push.station_id)
@@ -426,11 +413,10 @@ async def _deny(websocket: WebSocket, status: int, reason: str) -> None:
         await websocket.close(code=1008, reason=reason[:120])
 
 
-def install_ocpp(
-    app: FastAPI, service: UtilityService, settings: OcppSettings | None = None
-) -> Csms:
-    """Add ``/ocpp/{station_id}`` to the utility's app; start and stop the CSMS with it."""
-    csms = Csms(service, settings or OcppSettings())
+def install_ocpp(app: FastAPI, desk: StationDesk, settings: OcppSettings | None = None) -> Csms:
+    """Add ``/ocpp/{station_id}`` to the utility's app; start and stop the CSMS with it.
+    The desk is the utility's service to its stations (port.py)."""
+    csms = Csms(desk, settings or OcppSettings())
     app.router.routes.append(WebSocketRoute("/ocpp/{station_id}", csms.endpoint))
     outer = app.router.lifespan_context
 

@@ -18,8 +18,7 @@ from evroam.protocols.ocpp.mapping import (
     register_samples,
     schedule_of,
 )
-from evroam.protocols.ocpp.stations import StationInfo
-from evroam.protocols.ocpp.transactions import ProfilePush, Reply, SamplesIn
+from evroam.protocols.ocpp.port import ProfilePush, Reply, SamplesIn, StationInfo
 from evroam.protocols.ocpp.wire import check_meter_values, error_code, route_frame
 
 if TYPE_CHECKING:
@@ -157,10 +156,10 @@ class StationLink:
         return SamplesIn(ref, evse_id, samples, bad, payload)
 
     def now_text(self) -> str:
-        return format_instant(self.csms.service.clock())
+        return format_instant(self.csms.desk.now())
 
     def schedule(self, available: EnergyAvailable) -> Schedule | None:
-        return schedule_of(available, self.csms.service.clock())
+        return schedule_of(available, self.csms.desk.now())
 
     def remember(self, call_unique_id: str, reply: Reply | None) -> None:
         """Keep a plan for the ``@after`` hook: a profile must follow the answer that

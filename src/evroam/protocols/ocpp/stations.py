@@ -1,9 +1,9 @@
-"""Which stations may connect, to which premise they belong, and how they prove it.
+"""How a station proves at the handshake that it is the registered station it names.
 
-A station is registered in the territory file under its premise (``Premise.stations``);
-its EVSEs are the premise's energy portals. Security profile 1 is HTTP Basic auth at the
-WebSocket handshake: the username must be the station's own id (its identity is bound to
-its credentials) and the password must hash to the registered ``password_sha256``.
+The registry of stations is the utility's (``StationDesk.stations``). Security profile 1
+is HTTP Basic auth at the WebSocket handshake: the username must be the station's own id
+(its identity is bound to its credentials) and the password must hash to the registered
+``password_sha256``.
 """
 
 from __future__ import annotations
@@ -12,42 +12,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-from dataclasses import dataclass
 
-from evroam.utility.registry import Registry
+from evroam.protocols.ocpp.port import StationInfo
 
-DEFAULT_INTERVAL_S = 900
-
-
-@dataclass(frozen=True)
-class StationInfo:
-    """A registered station as the CSMS needs it on every message."""
-
-    id: str
-    premise_id: str
-    password_sha256: str | None
-    evses: dict[int, str]  # evse id (1.6 connector id) -> energy portal id
-    eumd_id: str | None  # the premise's EUMD: the station's register is its reading
-    interval_s: int  # the EUMD interval the station is configured to sample at
-
-    def portal(self, evse_id: int) -> str | None:
-        return self.evses.get(evse_id)
-
-
-def station_index(registry: Registry) -> dict[str, StationInfo]:
-    """Every station of the utility, by id."""
-    found: dict[str, StationInfo] = {}
-    for premise in registry.premises.values():
-        for station in premise.stations:
-            found[station.id] = StationInfo(
-                id=station.id,
-                premise_id=premise.id,
-                password_sha256=station.password_sha256,
-                evses={e.id: e.portal for e in station.evses},
-                eumd_id=premise.eumd.id if premise.eumd else None,
-                interval_s=premise.eumd.interval_s if premise.eumd else DEFAULT_INTERVAL_S,
-            )
-    return found
+__all__ = ["StationInfo", "authenticated", "basic_credentials", "password_digest"]
 
 
 def password_digest(password: str) -> str:

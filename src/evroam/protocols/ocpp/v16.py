@@ -25,7 +25,7 @@ from evroam.protocols.ocpp.mapping import (
     profile_v16,
     register_samples,
 )
-from evroam.protocols.ocpp.transactions import ProfilePush, SamplesIn, StartIn, StopIn
+from evroam.protocols.ocpp.port import ProfilePush, SamplesIn, StartIn, StopIn
 from evroam.protocols.ocpp.wire import LOG, after, on
 
 if TYPE_CHECKING:
@@ -106,10 +106,17 @@ class V16Station(StationLink, ChargePoint):  # type: ignore[misc]
         call_unique_id: str,
         **_: Any,
     ) -> Any:
+        settings = self.csms.settings
         start = StartIn(
-            connector_id, pev_id_of_token(id_tag), meter_start, timestamp, _instant(timestamp)
+            connector_id,
+            pev_id_of_token(id_tag),
+            meter_start,
+            timestamp,
+            _instant(timestamp),
+            plan_wh=settings.v16_default_energy_wh,
+            dwell_s=round(settings.default_dwell_h * 3600),
         )
-        reply = await self.csms.worker.run(self.csms.desk.start_v16, self.station, start)
+        reply = await self.csms.worker.run(self.csms.desk.start_v16, self.id, start)
         self.remember(call_unique_id, reply)
         return call_result.StartTransaction(
             transaction_id=reply.transaction_id, id_tag_info=ACCEPTED
@@ -155,7 +162,7 @@ class V16Station(StationLink, ChargePoint):  # type: ignore[misc]
             samples,
             bad,
         )
-        await self.csms.worker.run(self.csms.desk.stop, self.station, stop)
+        await self.csms.worker.run(self.csms.desk.stop, self.id, stop)
         if id_tag is None:
             return call_result.StopTransaction()
         return call_result.StopTransaction(id_tag_info=ACCEPTED)

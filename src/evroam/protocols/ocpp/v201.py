@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from ocpp.v201 import ChargePoint, call, call_result  # type: ignore[import-untyped]
 
-from evroam.core.messages import EnergyRequest
 from evroam.protocols.ocpp.link import StationLink
 from evroam.protocols.ocpp.mapping import (
     ENERGY_REGISTER,
@@ -27,7 +26,7 @@ from evroam.protocols.ocpp.mapping import (
     profile_v201,
     register_samples,
 )
-from evroam.protocols.ocpp.transactions import EventIn, ProfilePush, Reply, SamplesIn
+from evroam.protocols.ocpp.port import EventIn, NeedsIn, ProfilePush, Reply, SamplesIn
 from evroam.protocols.ocpp.wire import LOG, after, on
 
 if TYPE_CHECKING:
@@ -120,12 +119,9 @@ class V201Station(StationLink, ChargePoint):  # type: ignore[misc]
         return call_result.Heartbeat(current_time=self.now_text())
 
     @on("Authorize")
-    def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
-        pev_id = pev_id_of_token(id_token)
-        pev = self.csms.service.registry().pevs.get(pev_id or "")
-        return call_result.Authorize(
-            id_token_info=token_info(None, pev is not None and pev.program is not None)
-        )
+    async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
+        enrolled = await self.csms.worker.run(self.csms.desk.enrolled, pev_id_of_token(id_token))
+        return call_result.Authorize(id_token_info=token_info(None, enrolled))
 
     @on("StatusNotification")
     async def on_status(
@@ -193,7 +189,7 @@ class V201Station(StationLink, ChargePoint):  # type: ignore[misc]
             job = SamplesIn(event.transaction_ref, event.evse_id or 0, samples, bad, None, event)
             await self.csms.worker.samples(self.id, job)
             return call_result.TransactionEvent()
-        reply = await self.csms.worker.run(self.csms.desk.event, self.station, event)
+        reply = await self.csms.worker.run(self.csms.desk.event, self.id, event)
         if id_token is None:
             return call_result.TransactionEvent()
         return call_result.TransactionEvent(id_token_info=token_info(reply))
@@ -202,19 +198,17 @@ class V201Station(StationLink, ChargePoint):  # type: ignore[misc]
     async def on_charging_needs(
         self, charging_needs: dict[str, Any], evse_id: int, call_unique_id: str, **_: Any
     ) -> Any:
-        now = self.csms.service.clock()
+        now = self.csms.desk.now()
         dwell = timedelta(hours=self.csms.settings.default_dwell_h)
-
-        def request_of(session_id: str) -> EnergyRequest:
-            return energy_request_from_needs(session_id, charging_needs, now, dwell)
-
         try:
-            reply = await self.csms.worker.run(
-                self.csms.desk.needs, self.station, evse_id, request_of
-            )
+            # the session is the utility's to name: the one running on this EVSE
+            asked = energy_request_from_needs("-", charging_needs, now, dwell)
         except BadPayload as err:
             LOG.warning("%s: charging needs not usable: %s", self.id, err)
             reply = None
+        else:
+            needs = NeedsIn(evse_id, asked.energy_wh, asked.max_w, asked.departure_at)
+            reply = await self.csms.worker.run(self.csms.desk.needs, self.id, needs)
         if reply is None or reply.plan is None:
             # No bound session to plan (fallback charging): the EV charges as it likes.
             return call_result.NotifyEVChargingNeeds(status="Rejected")

@@ -1,4 +1,4 @@
-"""The CSMS's runtime record: transactions, register samples, events, quarantine."""
+"""The utility's OCPP tables: transactions, register samples, station events, quarantine."""
 
 from __future__ import annotations
 
@@ -355,3 +355,83 @@ def record_status(conn: Connection, row: dict[str, Any]) -> None:
     )
     if done.rowcount == 0:
         conn.execute(insert(table).values(row))
+
+
+def name_tx(conn: Connection, tx_id: int, transaction_ref: str, session_id: str) -> None:
+    """A new transaction's name and session (1.6: the CSMS names it after its row id)."""
+    conn.execute(
+        update(T)
+        .where(T.c.id == tx_id)
+        .values(transaction_ref=transaction_ref, session_id=session_id)
+    )
+
+
+def event_seen(conn: Connection, station_id: str, transaction_ref: str, seq_no: int) -> bool:
+    events = s.ocpp_tx_events
+    found = conn.execute(
+        select(events.c.seq_no).where(
+            events.c.station_id == station_id,
+            events.c.transaction_ref == transaction_ref,
+            events.c.seq_no == seq_no,
+        )
+    ).first()
+    return found is not None
+
+
+def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    insert_ignore(conn, s.ocpp_tx_events, rows)
+
+
+def insert_gaps(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    insert_ignore(conn, s.ocpp_seq_gaps, rows)
+
+
+def fill_gap(
+    conn: Connection, station_id: str, transaction_ref: str, seq_no: int, at: datetime
+) -> None:
+    gaps = s.ocpp_seq_gaps
+    conn.execute(
+        update(gaps)
+        .where(
+            gaps.c.station_id == station_id,
+            gaps.c.transaction_ref == transaction_ref,
+            gaps.c.seq_no == seq_no,
+        )
+        .values(filled_at=at)
+    )
+
+
+def fill_gaps(conn: Connection, filled: Sequence[dict[str, Any]]) -> None:
+    """Mark late events' gaps filled (a gap filled before keeps its first instant)."""
+    if not filled:
+        return
+    gaps = s.ocpp_seq_gaps
+    conn.execute(
+        update(gaps)
+        .where(
+            gaps.c.station_id == bindparam("f_station"),
+            gaps.c.transaction_ref == bindparam("f_ref"),
+            gaps.c.seq_no == bindparam("f_seq"),
+            gaps.c.filled_at.is_(None),
+        )
+        .values(filled_at=bindparam("f_at")),
+        [
+            {
+                "f_station": f["station_id"],
+                "f_ref": f["transaction_ref"],
+                "f_seq": f["seq_no"],
+                "f_at": f["filled_at"],
+            }
+            for f in filled
+        ],
+    )
+
+
+def insert_resets(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(s.ocpp_register_resets), list(rows))
+
+
+def insert_quarantine(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(s.ocpp_quarantine), list(rows))
