@@ -11,15 +11,18 @@ with no rounding (amounts are already in the currency's minor unit).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Context, Decimal, localcontext
 from typing import NamedTuple
 
+from evroam.core.errors import Invalid
 from evroam.protocols.roaming.messages import SettlementLine
 
 ZERO = Decimal(0)
+PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 # Enough digits that no sum of a period is ever rounded (28, Python's default, would be too).
 _EXACT = Context(prec=60)
 
@@ -182,6 +185,13 @@ def period_of(at: datetime) -> str:
 def next_period(period: str) -> str:
     year, month = int(period[:4]), int(period[5:7])
     return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def checked_period(period: str) -> str:
+    """The period as given, if it is one ("YYYY-MM"); else Invalid."""
+    if not re.match(PERIOD_PATTERN, period):
+        raise Invalid("period", period, "a settlement period is a UTC month, YYYY-MM")
+    return period
 
 
 def by_utility(entries: Sequence[Entry]) -> dict[str, list[int]]:
