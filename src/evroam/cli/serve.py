@@ -31,7 +31,8 @@ serve_app = typer.Typer(no_args_is_help=True, help="Run a party as a server.")
 def serve_utility(
     ctx: typer.Context,
     utility: Annotated[
-        str | None, typer.Option(help="Which utility of the territory to serve.")
+        str | None,
+        typer.Option(help="Which utility of the territory to serve (EVROAM_UTILITY_ID)."),
     ] = None,
     territory: Annotated[
         Path | None, typer.Option(help="Load this utility's part of the territory first.")
