@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +9,15 @@ from platformdirs import user_data_dir
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from evroam.db.settings import DatabaseSettings
+
 ENV_URL = "EVROAM_DATABASE_URL"
 
 
-def default_url() -> str:
-    """EVROAM_DATABASE_URL, else a SQLite file in the user's data directory."""
-    if url := os.environ.get(ENV_URL):
+def default_url(settings: DatabaseSettings | None = None) -> str:
+    """The configured URL (EVROAM_DATABASE_URL, `--db`, the settings file), else a SQLite
+    file in the user's data directory. Raises SettingError for a bad settings file."""
+    if url := (settings or DatabaseSettings.load()).database_url:
         return url
     folder = Path(user_data_dir("evroam", appauthor=False))
     return f"sqlite:///{folder / 'evroam.db'}"

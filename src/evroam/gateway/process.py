@@ -25,18 +25,20 @@ remote utility.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
 
+import typer
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from evroam.core.messages import EnergyRequest, MessageId, UtcInstant, Wh
+from evroam.core.settings import SettingError
 from evroam.gateway.gateway import Gateway, GatewayConfig
 from evroam.gateway.outbox import Outbox
+from evroam.gateway.settings import FLAGS, GatewaySettings
 from evroam.transport import HttpUtilityLink
 
 
@@ -177,51 +179,73 @@ def _first_error(err: ValidationError) -> str:
     return f"{where}: {first['msg']} (got {first.get('input')!r})"
 
 
-def _portal(text: str) -> tuple[str, int]:
-    portal_id, sep, rating = text.rpartition(":")
-    if not sep or not portal_id or not rating.isdigit() or int(rating) <= 0:
-        raise argparse.ArgumentTypeError(f"expected PORTAL_ID:RATING_W, got {text!r}")
-    return portal_id, int(rating)
+app = typer.Typer(
+    add_completion=False,
+    help="A premise gateway driven by JSON lines on stdin (see the module doc).",
+)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m evroam.gateway.process",
-        description="A premise gateway driven by JSON lines on stdin (see the module doc).",
-    )
-    parser.add_argument("--url", required=True, help="the utility's base URL")
-    parser.add_argument("--token", required=True, help="this premise's gateway token")
-    parser.add_argument("--premise", required=True, help="the premise this gateway serves")
-    parser.add_argument("--eumd-id", help="the premise's EUMD (omit: no EUMD)")
-    parser.add_argument("--interval-s", type=int, default=900, help="EUMD interval (s)")
-    parser.add_argument("--outbox", required=True, type=Path, help="the outbox file")
-    parser.add_argument(
-        "--portal",
-        type=_portal,
-        action="append",
-        default=[],
-        metavar="PORTAL_ID:RATING_W",
-        help="an energy portal of the premise (repeat for each)",
-    )
-    parser.add_argument("--timeout-s", type=float, default=5.0, help="HTTP timeout (s)")
-    return parser.parse_args(argv)
+@app.command()
+def run(
+    url: Annotated[str | None, typer.Option(help="The utility's base URL.")] = None,
+    token: Annotated[str | None, typer.Option(help="This premise's gateway token.")] = None,
+    premise: Annotated[str | None, typer.Option(help="The premise this gateway serves.")] = None,
+    eumd_id: Annotated[str | None, typer.Option(help="The premise's EUMD (omit: no EUMD).")] = None,
+    interval_s: Annotated[int | None, typer.Option(help="EUMD interval, s (default 900).")] = None,
+    outbox: Annotated[Path | None, typer.Option(help="The outbox file.")] = None,
+    portal: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PORTAL_ID:RATING_W", help="An energy portal of the premise (repeat for each)."
+        ),
+    ] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="HTTP timeout, s (default 5).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A settings file of EVROAM_GATEWAY_... lines.")
+    ] = None,
+) -> None:
+    """Each option can also be set as EVROAM_GATEWAY_<OPTION> (EVROAM_GATEWAY_PORTALS:
+    comma-separated); the option wins."""
+    try:
+        settings = GatewaySettings.load(
+            config,
+            flags=FLAGS,
+            url=url,
+            token=token,
+            premise=premise,
+            eumd_id=eumd_id,
+            interval_s=interval_s,
+            outbox=outbox,
+            portals=portal or None,
+            timeout_s=timeout_s,
+        )
+    except SettingError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    serve(settings)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+def serve(settings: GatewaySettings) -> None:
+    """Answer the commands on stdin until quit or end of input."""
     config = GatewayConfig(
-        premise_id=args.premise,
-        eumd_id=args.eumd_id,
-        interval_s=args.interval_s,
-        portal_rating_w=dict(args.portal),
+        premise_id=settings.premise,
+        eumd_id=settings.eumd_id,
+        interval_s=settings.interval_s,
+        portal_rating_w=dict(settings.portals),
     )
-    outbox = Outbox(args.outbox)
-    link = HttpUtilityLink(args.url, args.token, timeout_s=args.timeout_s)
+    outbox = Outbox(settings.outbox)
+    link = HttpUtilityLink(
+        settings.url, settings.token.get_secret_value(), timeout_s=settings.timeout_s
+    )
     try:
         GatewayProcess(Gateway(config, link, outbox)).serve(sys.stdin, sys.stdout)
     finally:
         link.close()
         outbox.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    app(args=None if argv is None else list(argv), prog_name="python -m evroam.gateway.process")
 
 
 if __name__ == "__main__":

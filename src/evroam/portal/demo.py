@@ -7,7 +7,6 @@ with the address, and serves the portal. `evroam demo --serve` calls `serve`.
 
 from __future__ import annotations
 
-import argparse
 import secrets
 import socket
 import tempfile
@@ -17,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
@@ -344,29 +344,40 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m evroam.portal.demo", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--db", help="serve this database as it is (default: a fresh demo)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8200)
-    parser.add_argument("--password", help="give every demo login this password")
-    args = parser.parse_args(argv)
-    if args.db:
-        engine = make_engine(args.db)
+app = typer.Typer(add_completion=False, help=(__doc__ or "").splitlines()[0])
+
+
+@app.command()
+def run(
+    db: Annotated[
+        str | None, typer.Option(help="Serve this database as it is (default: a fresh demo).")
+    ] = None,
+    host: str = "127.0.0.1",
+    port: int = 8200,
+    password: Annotated[
+        str | None, typer.Option(help="Give every demo login this password.")
+    ] = None,
+) -> None:
+    """Serve the portal on the demo database (or on --db), printing the logins."""
+    if db:
+        engine = make_engine(db)
         ensure_schema(engine)
         with engine.connect() as conn:
             territory = read_territory(conn)
         if territory is None:
-            parser.error(f"--db: no territory in {args.db}")
+            typer.echo(f"error: --db: no territory in {db}", err=True)
+            raise typer.Exit(2)
         services = {u.id: UtilityService(engine, u.id, utc_now) for u in territory.utilities}
-        serve(engine, services, host=args.host, port=args.port, password=args.password)
+        serve(engine, services, host=host, port=port, password=password)
         return
     folder = Path(tempfile.mkdtemp(prefix="evroam-portal-demo-"))
     url = f"sqlite:///{folder / 'demo.db'}"
     print(f"demo database: {url}")
-    serve_demo(url, host=args.host, port=args.port, password=args.password)
+    serve_demo(url, host=host, port=port, password=password)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    app(args=None if argv is None else list(argv), prog_name="python -m evroam.portal.demo")
 
 
 def serve_demo(

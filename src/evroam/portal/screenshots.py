@@ -7,15 +7,25 @@ Chromium through Playwright (the dev extra) to each page, at desktop and phone w
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from evroam.core.settings import EvroamSettings, SettingError
 from evroam.portal.demo import ServerThread, demo_portal, prepare
 
-CHROMIUM = os.environ.get("EVROAM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = "/usr/bin/chromium"  # Debian's
+
+
+class ScreenshotSettings(EvroamSettings):
+    """A tool, not a server: only which browser to drive (EVROAM_CHROMIUM)."""
+
+    chromium: str = CHROMIUM
+
+
 PASSWORD = "screenshot-password"
 
 # (file name, login, path, phone width?)
@@ -74,13 +84,31 @@ def take(out: Path, chromium: str = CHROMIUM) -> list[Path]:
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m evroam.portal.screenshots")
-    parser.add_argument("out", nargs="?", default="docs/screenshots", type=Path)
-    parser.add_argument("--chromium", default=CHROMIUM, help="the Chromium binary to drive")
-    args = parser.parse_args(argv)
-    for path in take(args.out, args.chromium):
+app = typer.Typer(add_completion=False, help=(__doc__ or "").splitlines()[0])
+
+
+@app.command()
+def run(
+    out: Annotated[Path, typer.Argument(help="The folder to write the PNGs to.")] = Path(
+        "docs/screenshots"
+    ),
+    chromium: Annotated[
+        str | None,
+        typer.Option(help=f"The Chromium binary to drive (EVROAM_CHROMIUM, else {CHROMIUM})."),
+    ] = None,
+) -> None:
+    """Write a PNG of each main page of the portal on the demo database."""
+    try:
+        binary = ScreenshotSettings.load(chromium=chromium).chromium
+    except SettingError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for path in take(out, binary):
         print(f"wrote {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    app(args=None if argv is None else list(argv), prog_name="python -m evroam.portal.screenshots")
 
 
 if __name__ == "__main__":
