@@ -150,7 +150,7 @@ def ledger(conn: Connection) -> list[tuple[Any, ...]]:
 def per_session(engine: Engine, conn: Connection) -> None:
     service = UtilityService(engine, "PGX", lambda: NOW)
     for row in conn.execute(select(s.sessions).order_by(s.sessions.c.session_id)).mappings():
-        service._rate(conn, dict(row))
+        service.charges.rate(conn, dict(row))
 
 
 def both_paths(engine: Engine, utility: Utility) -> tuple[list[Any], list[Any]]:

@@ -1,6 +1,6 @@
 """Rate many closed sessions into the ledger in one pass: the batch behind a billing run.
 
-UtilityService._rate prices one session per call (two queries, one insert). Here the
+Charges.rate (charges.py) prices one session per call (two queries, one insert). Here the
 sessions of the batch are staged in a temporary table with a number each; their readings
 are read once as integer columns (on PostgreSQL packed into one bytea, on SQLite one text
 of numbers, that numpy reads); they are priced in chunks of whole sessions with the
@@ -369,7 +369,7 @@ def sessions_of_cycle(conn: Connection, utility: Utility, cycle: str) -> list[di
     """The closed sessions a billing run of `cycle` rates: those that drew energy in it.
 
     A session overlapping the cycle's local dates, in the utility's zone. Roaming sessions
-    the utility serves for another one are left to UtilityService._rate, which also queues
+    the utility serves for another one are left to Charges.rate, which also queues
     their claims for the clearinghouse.
     """
     first, after = cycle_bounds(cycle, utility.billing_cycle_day)
