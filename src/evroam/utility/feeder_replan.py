@@ -19,6 +19,7 @@ from evroam.core.messages import EnergyAvailable, EnergyRequest, ScheduleSlot
 from evroam.core.rating import RatingContext, price_at
 from evroam.db import schema as s
 from evroam.utility.context import UtilityContext
+from evroam.utility.feeder_allocation import FeederSession, allocate_feeder, kept_plans_fit
 from evroam.utility.plan_store import (
     Versions,
     load_control_events,
@@ -26,12 +27,7 @@ from evroam.utility.plan_store import (
     record_version,
     versions,
 )
-from evroam.utility.planning import (
-    FeederSession,
-    allocate_feeder,
-    kept_plans_fit,
-    resolve_preference,
-)
+from evroam.utility.planning import resolve_preference
 
 
 class FeederReplanner:
