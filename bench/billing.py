@@ -13,7 +13,7 @@ ledger (utility.batch_rating: read the readings as columns, price, COPY / execut
 lines, written already on their bill), then the bills composed and saved; then the commit.
 Printed: sessions/s end to end, the rate of pricing the same readings already in memory,
 their ratio, and the split ("read" includes choosing the sessions and staging them).
-A small sample through the per-session path (UtilityService._rate, rolled back) shows
+A small sample through the per-session path (utility.charges, rolled back) shows
 why the batch exists. Figures, not assertions.
 
 With --rated-at-close the sessions are first rated into the ledger (untimed), as the live
@@ -318,7 +318,7 @@ def in_memory_rate(engine: Engine, utility: Utility) -> float:
 
 
 def per_session_sample(engine: Engine, sample: int) -> tuple[int, float]:
-    """UtilityService._rate, one session at a time, for `sample` sessions; rolled back."""
+    """Charges.rate, one session at a time, for `sample` sessions; rolled back."""
     service = UtilityService(engine, UTILITY, lambda: NOW)
     service.registry()
     with engine.connect() as conn:
@@ -330,7 +330,7 @@ def per_session_sample(engine: Engine, sample: int) -> tuple[int, float]:
         ]
         started = time.perf_counter()
         for session in sessions:
-            service._rate(conn, session)
+            service.charges.rate(conn, session)
         elapsed = time.perf_counter() - started
         conn.rollback()
     return len(sessions), elapsed
@@ -354,7 +354,7 @@ def run(
     if sample:
         count, seconds = per_session_sample(engine, sample)
         print(
-            f"  ({database}: per-session path, UtilityService._rate: {count / seconds:,.0f}"
+            f"  ({database}: per-session path, Charges.rate: {count / seconds:,.0f}"
             f" sessions/s over a sample of {count:,})"
         )
     memory_s = in_memory_rate(engine, utility)
@@ -431,7 +431,7 @@ def main() -> None:
         "--per-session-sample",
         type=int,
         default=500,
-        help="sessions to rate through UtilityService._rate first, for comparison (0: skip)",
+        help="sessions to rate through Charges.rate first, for comparison (0: skip)",
     )
     parser.add_argument(
         "--pg-url",

@@ -16,14 +16,8 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from evroam.core.messages import ScheduleSlot
-from evroam.utility.planning import (
-    FeederSession,
-    LoadControlEvent,
-    aggregate_load,
-    allocate_feeder,
-    peak_w,
-    unmanaged_schedule,
-)
+from evroam.utility.feeder_allocation import FeederSession, allocate_feeder
+from evroam.utility.planning import LoadControlEvent, aggregate_load, peak_w, unmanaged_schedule
 
 LA = ZoneInfo("America/Los_Angeles")
 EVENING = datetime(2026, 3, 3, 17, 0, tzinfo=LA)  # a Tuesday

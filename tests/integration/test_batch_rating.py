@@ -20,7 +20,7 @@ from evroam.db import schema as s
 from evroam.territory.loader import load_territory
 from evroam.territory.model import Utility
 from evroam.territory.store import save_territory
-from evroam.utility import batch_rating
+from evroam.utility import batch_reads
 from evroam.utility.batch_rating import ledger_changes, rate_closed_sessions
 from evroam.utility.service import UtilityService
 
@@ -150,7 +150,7 @@ def ledger(conn: Connection) -> list[tuple[Any, ...]]:
 def per_session(engine: Engine, conn: Connection) -> None:
     service = UtilityService(engine, "PGX", lambda: NOW)
     for row in conn.execute(select(s.sessions).order_by(s.sessions.c.session_id)).mappings():
-        service._rate(conn, dict(row))
+        service.charges.rate(conn, dict(row))
 
 
 def both_paths(engine: Engine, utility: Utility) -> tuple[list[Any], list[Any]]:
@@ -189,7 +189,7 @@ def test_an_sqlite_without_unixepoch_reads_the_same_instants(
 ) -> None:
     """SQLite before 3.38 has no unixepoch(): the batch falls back to strftime('%s')."""
     utility = setup(sqlite_engine, example_territory)
-    monkeypatch.setattr(batch_rating.sqlite3, "sqlite_version_info", (3, 37, 2))
+    monkeypatch.setattr(batch_reads.sqlite3, "sqlite_version_info", (3, 37, 2))
     one_by_one, batched = both_paths(sqlite_engine, utility)
     assert batched == one_by_one
     assert sum(row[10] for row in batched) == 12_345 + sum(

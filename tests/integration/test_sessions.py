@@ -15,6 +15,7 @@ from evroam.core.messages import BindRequest, IntervalReading, SessionReport
 from evroam.db import schema as s
 from evroam.territory.loader import load_territory
 from evroam.territory.store import save_territory
+from evroam.utility import binding
 from evroam.utility.service import UtilityService
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "territory.yaml"
@@ -225,11 +226,11 @@ def test_a_bind_that_loses_the_race_to_its_retry_returns_the_stored_result(
     first = bind(service)
     # The retry's own look-up misses the row (the first bind committed just after it):
     # the insert then clashes, and the answer is what the first bind stored.
-    real = UtilityService._session
+    real = binding.find_session
     misses = iter([True])
 
     def late(conn, premise_id, session_id):  # type: ignore[no-untyped-def]
         return None if next(misses, False) else real(conn, premise_id, session_id)
 
-    monkeypatch.setattr(UtilityService, "_session", staticmethod(late))
+    monkeypatch.setattr(binding, "find_session", late)
     assert bind(service) == first

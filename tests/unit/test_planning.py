@@ -10,14 +10,12 @@ import pytest
 
 from evroam.core.messages import EnergyRequest, ScheduleSlot
 from evroam.territory.model import EnergyPortal
-from evroam.utility import planning
+from evroam.utility import feeder_lp
+from evroam.utility.feeder_allocation import FeederSession, allocate_feeder, kept_plans_fit
 from evroam.utility.planning import (
-    FeederSession,
     LoadControlEvent,
     aggregate_load,
-    allocate_feeder,
     effective_rate_w,
-    kept_plans_fit,
     peak_w,
     plan_request,
     price_lookup,
@@ -479,7 +477,7 @@ def test_feeder_lp_that_does_not_end_optimal_is_solved_another_way(
     # The first way stops at once (no iteration allowed): the next one solves the LP, and
     # the plan is the one of test_feeder_shares_capacity_by_price_and_preference's A and C.
     first = {"presolve": "off", "simplex_iteration_limit": 0, "ipm_iteration_limit": 0}
-    monkeypatch.setattr(planning, "_LP_ATTEMPTS", (first, *planning._LP_ATTEMPTS))
+    monkeypatch.setattr(feeder_lp, "_LP_ATTEMPTS", (first, *feeder_lp._LP_ATTEMPTS))
     sessions = [
         FeederSession("A", 14_400, 7200, local(3, 23), price_of_slot=PRICES),
         FeederSession("C", 3_000, 3300, local(4, 1), preference="charge_now"),
@@ -488,7 +486,7 @@ def test_feeder_lp_that_does_not_end_optimal_is_solved_another_way(
     assert plan.energy_wh == {"A": 14_400, "C": 3_000}
     assert plan.power_w["A"][:8] == [7200] * 8
     # Every way failing is an error that names what each ended with.
-    monkeypatch.setattr(planning, "_LP_ATTEMPTS", (first,))
+    monkeypatch.setattr(feeder_lp, "_LP_ATTEMPTS", (first,))
     with pytest.raises(RuntimeError, match=r"^feeder LP ended Iteration limit reached$"):
         allocate_feeder(local(3, 21), sessions, 10_000)
 

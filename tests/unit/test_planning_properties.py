@@ -17,11 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evroam.core.messages import EnergyRequest, ScheduleSlot
+from evroam.utility.feeder_allocation import FeederSession, allocate_feeder
 from evroam.utility.planning import (
-    FeederSession,
     LoadControlEvent,
     aggregate_load,
-    allocate_feeder,
     plan_request,
     price_lookup,
     randomized_delay_s,

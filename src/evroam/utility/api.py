@@ -32,7 +32,8 @@ from evroam.core.messages import (
 )
 from evroam.protocols.roaming import ocpi
 from evroam.utility.bill_store import bill_json
-from evroam.utility.service import SCHEDULE_PAGE, UtilityService
+from evroam.utility.plan_store import SCHEDULE_PAGE
+from evroam.utility.service import UtilityService
 
 MAX_BATCH = 5000
 READINGS = TypeAdapter(list[IntervalReading])
@@ -85,7 +86,9 @@ def create_app(
     def gateway_premise(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> str:
-        premise_id = service.premise_for_token(credentials.credentials) if credentials else None
+        premise_id = (
+            service.binding.premise_for_token(credentials.credentials) if credentials else None
+        )
         if premise_id is None:
             raise HTTPException(
                 401, "unknown or missing gateway token", {"WWW-Authenticate": "Bearer"}
@@ -107,24 +110,24 @@ def create_app(
     def declare_event(notice: LoadControlNotice) -> LoadControlNotice:
         """Declare a load-control event (seed: DLC); sessions in its scope are re-planned
         and their gateways pick up the new schedules. Idempotent by event id."""
-        service.declare_event(notice)
+        service.energy.declare_event(notice)
         return notice
 
     @app.post("/v1/operator/gateway-tokens", status_code=201, dependencies=[Depends(operator)])
     def gateway_token(request: TokenRequest) -> TokenIssued:
         """A new bearer token for a premise's gateway; the previous one stops working."""
-        token = service.issue_gateway_token(request.premise_id)
+        token = service.binding.issue_gateway_token(request.premise_id)
         return TokenIssued(premise_id=request.premise_id, token=token)
 
     @app.post("/v1/operator/bills", dependencies=[Depends(operator)])
     def bill_run_all() -> Any:
         """Issue the bills of every cycle with charges (idempotent)."""
-        return [bill_json(b) for b in service.issue_bills()]
+        return [bill_json(b) for b in service.charges.issue_bills()]
 
     @app.post("/v1/operator/bills/{cycle}", dependencies=[Depends(operator)])
     def bill_run(cycle: Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]) -> Any:
         """Issue the cycle's bills (idempotent: a second run issues nothing new)."""
-        return [bill_json(b) for b in service.issue_bills(cycle)]
+        return [bill_json(b) for b in service.charges.issue_bills(cycle)]
 
     if sim_clock is not None:
 
@@ -148,11 +151,11 @@ def create_app(
 
     @app.post("/v1/gateway/bind")
     def bind(premise: Premise, request: BindRequest, eumd_ok: bool = True) -> BindResult:
-        return service.bind(premise, request, eumd_ok=eumd_ok)
+        return service.binding.bind(premise, request, eumd_ok=eumd_ok)
 
     @app.post("/v1/gateway/energy-requests")
     def energy_request(premise: Premise, request: EnergyRequest) -> EnergyAvailable:
-        return service.request_energy(premise, request)
+        return service.energy.request_energy(premise, request)
 
     @app.get("/v1/gateway/schedules")
     def schedules(
@@ -162,7 +165,7 @@ def create_app(
     ) -> ScheduleUpdates:
         """Energy Available messages planned for this premise's sessions after ``after``:
         re-plans when another PEV on the feeder arrives or leaves, or an event starts."""
-        return service.schedules(premise, after, limit)
+        return service.energy.schedules(premise, after, limit)
 
     @app.post(
         "/v1/gateway/readings",
@@ -183,12 +186,12 @@ def create_app(
             ) from None
         if len(batch) > MAX_BATCH:
             raise HTTPException(413, f"at most {MAX_BATCH} readings per request")
-        ack = await run_in_threadpool(service.record_readings, premise, batch)
+        ack = await run_in_threadpool(service.metering.record_readings, premise, batch)
         return ReadingsAccepted(accepted=ack.accepted, duplicates=ack.duplicates)
 
     @app.post("/v1/gateway/session-reports")
     def session_report(premise: Premise, report: SessionReport) -> Recorded:
-        service.report_session(premise, report)
+        service.metering.report_session(premise, report)
         return Recorded(session_id=report.session_id)
 
     return app
@@ -214,7 +217,7 @@ def install_cdr_receiver(
             )
         try:
             tx = ocpi.from_cdr(ocpi.parse_json(await request.body()))
-            ack = await run_in_threadpool(service.post_roaming_transaction, tx)
+            ack = await run_in_threadpool(service.roaming.post_roaming_transaction, tx)
         except Refused as err:
             return JSONResponse(
                 ocpi.envelope(None, now, ocpi.INVALID_PARAMETERS, str(err)), err.status

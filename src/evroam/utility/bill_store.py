@@ -26,8 +26,8 @@ from evroam.utility.batch_rating import (
     NewLine,
     collector_paused,
     rate_closed_sessions,
-    sessions_of_cycle,
 )
+from evroam.utility.batch_reads import sessions_of_cycle
 from evroam.utility.billing import (
     Bill,
     BillDraft,

@@ -65,7 +65,7 @@ def ledger_changes(
 
     (key, Wh, amount, id of the first line held under that key or None): a None means a new
     energy line, an id an adjustment correcting it. Keys whose totals already match are
-    left out. This is UtilityService._rate's rule; with nothing held yet the lines come in
+    left out. This is Charges.rate's rule; with nothing held yet the lines come in
     to_lines order (chronological), else sorted by str(key) as _rate sorts them.
     """
     keys: Iterable[LineKey] = sorted(set(owed) | set(held), key=str) if held else owed

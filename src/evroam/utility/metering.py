@@ -1,0 +1,195 @@
+"""Seed 1.6.1-1.6.5, "EUMD measures" / "ESI communicates results to Utility".
+
+Information Objects: the EUMD's interval readings ("PEV ID, Premise ID, energy usage, and
+time stamp for each metering interval") and the session report at unplug. Readings are
+stored once (a changed duplicate is refused); a report closes the session, which is then
+rated (charges.py), its event participation recorded, and its feeder share freed. A session
+never bound (no communications at plug-in) or whose EUMD failed is decided again here (1.4.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import insert, select, update
+
+from evroam.core.clock import is_aligned
+from evroam.core.errors import Conflict, Invalid
+from evroam.core.messages import BindRequest, IntervalReading, SessionReport
+from evroam.db import schema as s
+from evroam.utility.binding import DECISION, decision_columns, session_row
+from evroam.utility.charges import Charges
+from evroam.utility.context import UtilityContext, find_session
+from evroam.utility.energy import EnergyPlanning
+from evroam.utility.payer import Conditions, Roaming, decide
+from evroam.utility.readings_store import check_same, insert_new, reading_key
+from evroam.utility.roaming_claims import RoamingClaims
+
+# A reading may start this far after the utility's clock (gateway clocks drift).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class ReadingsAck:
+    """What a batch of readings did: `accepted` new rows, `duplicates` already held."""
+
+    accepted: int
+    duplicates: int
+
+
+class Metering:
+    """EUMD readings and session reports from a premise's gateway."""
+
+    def __init__(
+        self,
+        ctx: UtilityContext,
+        energy: EnergyPlanning,
+        charges: Charges,
+        roaming_claims: RoamingClaims,
+    ) -> None:
+        self.ctx = ctx
+        self.energy = energy
+        self.charges = charges
+        self.roaming = roaming_claims
+
+    def record_readings(
+        self, gateway_premise: str, readings: Sequence[IntervalReading]
+    ) -> ReadingsAck:
+        """Store a batch in one transaction; duplicates are acknowledged, never re-applied."""
+        ctx = self.ctx
+        premise = ctx.registry().premises.get(gateway_premise)
+        if premise is None:
+            raise Invalid("premise_id", gateway_premise, "unknown premise")
+        limit = ctx.clock() + CLOCK_SKEW
+        rows = []
+        for i, r in enumerate(readings):
+            if r.premise_id != gateway_premise:
+                ctx.premise(gateway_premise, r.premise_id, f"readings[{i}].premise_id")
+            if premise.eumd is None or r.eumd_id != premise.eumd.id:
+                raise Invalid(f"readings[{i}].eumd_id", r.eumd_id, "not this premise's EUMD")
+            if r.interval_s != premise.eumd.interval_s:
+                raise Invalid(
+                    f"readings[{i}].interval_s",
+                    r.interval_s,
+                    f"this EUMD is configured for {premise.eumd.interval_s} s intervals",
+                )
+            if not is_aligned(r.interval_start_at, r.interval_s):
+                raise Invalid(
+                    f"readings[{i}].interval_start_at",
+                    r.interval_start_at.isoformat(),
+                    f"not aligned to the {r.interval_s} s interval",
+                )
+            # The last interval of a session may be partial and reported at unplug, before
+            # its end; an interval that has not even started is a clock error.
+            if r.interval_start_at > limit:
+                raise Invalid(
+                    f"readings[{i}].interval_start_at",
+                    r.interval_start_at.isoformat(),
+                    "interval starts in the future",
+                )
+            rows.append(r.model_dump())
+        if not rows:
+            return ReadingsAck(0, 0)
+        with ctx.engine.begin() as conn:
+            inserted = insert_new(conn, rows)
+            clashes = [r for r in rows if reading_key(r) not in inserted]
+            check_same(conn, clashes)
+            touched = sorted({r["session_id"] for r in rows if reading_key(r) in inserted})
+            if touched:
+                closed = conn.execute(
+                    select(s.sessions).where(
+                        s.sessions.c.premise_id == premise.id,
+                        s.sessions.c.session_id.in_(touched),
+                        s.sessions.c.closed,
+                    )
+                ).mappings()
+                for session in closed:
+                    self.charges.rate(conn, dict(session))  # late data: append the adjustment
+        self.roaming.send_claims()
+        return ReadingsAck(accepted=len(inserted), duplicates=len(rows) - len(inserted))
+
+    def report_session(self, gateway_premise: str, report: SessionReport) -> None:
+        """Close the session with the gateway's report; rate it, record its events, free its
+        share of the feeder. Idempotent: the same report again is acknowledged."""
+        ctx = self.ctx
+        premise = ctx.premise(gateway_premise, report.premise_id)
+        row = report.model_dump()
+        with ctx.engine.begin() as conn:
+            stored = (
+                conn.execute(
+                    select(s.session_reports).where(
+                        s.session_reports.c.premise_id == premise.id,
+                        s.session_reports.c.session_id == report.session_id,
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if stored is not None:
+                if any(stored[k] != v for k, v in row.items()):
+                    raise Conflict(
+                        "session_id", report.session_id, "already reported with other content"
+                    )
+                return
+            conn.execute(insert(s.session_reports).values(**row, received_at=ctx.clock()))
+            session = find_session(conn, premise.id, report.session_id)
+            if session is None:
+                # Never bound: the gateway could not reach us at plug-in (1.4.1 fallback).
+                request = BindRequest(
+                    session_id=report.session_id,
+                    premise_id=premise.id,
+                    portal_id=report.portal_id,
+                    pev_id=report.pev_id,
+                    plugged_in_at=report.started_at,
+                )
+                decision = decide(
+                    ctx.registry().utility,
+                    premise,
+                    ctx.registry().pevs.get(report.pev_id or ""),
+                    Conditions(pev_id=report.pev_id, comms_ok=False),
+                )
+                session = session_row(ctx.utility_id, premise, request, decision)
+                conn.execute(insert(s.sessions).values(session))
+            elif not report.metered and session["bound"]:
+                # The EUMD failed during the session: 1.4.1, premise pays at its default.
+                roaming = None
+                if session["case"] == "roaming":
+                    roaming = Roaming(
+                        session["home_utility"],
+                        session["payer_account"],
+                        session["program_id"],
+                        session["billing_option"],
+                    )
+                decision = decide(
+                    ctx.registry().utility,
+                    premise,
+                    ctx.registry().pevs.get(report.pev_id or ""),
+                    Conditions(pev_id=report.pev_id, eumd_ok=False),
+                    roaming,
+                )
+                session |= decision_columns(decision)
+            closing = {
+                "ended_at": report.ended_at,
+                "reported_energy_wh": report.energy_wh,
+                "metered": report.metered,
+                "closed": True,
+            }
+            closing |= {k: session[k] for k in DECISION}
+            conn.execute(
+                update(s.sessions)
+                .where(
+                    s.sessions.c.premise_id == premise.id,
+                    s.sessions.c.session_id == report.session_id,
+                )
+                .values(closing)
+            )
+            self.charges.rate(conn, session | closing)
+            self.charges.participate(conn, session | closing)
+            feeder = self.energy.alm_feeder(session)
+            if feeder is not None:  # its share of the feeder is free for the others
+                self.energy.feeders.replan(
+                    conn, feeder, ctx.clock(), f"departure of {report.session_id}"
+                )
+        self.roaming.send_claims()

@@ -1,0 +1,78 @@
+"""Seed 1.6.4, roaming: the utility's side of the clearinghouse's charge transactions.
+
+Information Objects: "ESI communicates to Roaming Utility/Clearing House" (as the roaming
+utility, a foreign PEV's rated session is a claim sent to the clearinghouse) and
+"Clearinghouse receives energy charge transaction from Roaming Utility for posting charges
+to PEV operator's home utility Customer account" (as the home utility, the forwarded charge
+is posted to the owner's account). Also the roaming tokens that let the clearinghouse
+confirm this utility's PEVs elsewhere. Storage rules are in roaming.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from evroam.core.errors import Forbidden, Invalid
+from evroam.protocols.roaming.messages import ChargeTransaction, PostingAck
+from evroam.protocols.roaming.ports import Unavailable
+from evroam.utility import roaming
+from evroam.utility.context import UtilityContext
+
+log = logging.getLogger(__name__)
+
+
+class RoamingClaims:
+    """Claims as the roaming utility, postings as the home one, tokens published."""
+
+    def __init__(self, ctx: UtilityContext) -> None:
+        self.ctx = ctx
+
+    def send_claims(self) -> int:
+        """Send queued charge transactions to the clearinghouse, oldest first; stops at the
+        first that cannot be delivered (kept for the next call). Returns how many went."""
+        ctx = self.ctx
+        if ctx.clearinghouse is None or not ctx.claims_waiting:
+            return 0
+        with ctx.engine.connect() as conn:
+            pending = roaming.unsent_claims(conn, ctx.utility_id)
+        for sent, (claim_id, tx) in enumerate(pending):
+            try:
+                ctx.clearinghouse.send_transaction(tx)
+            except Unavailable:
+                return sent
+            except Exception:
+                # Refused: kept, in order, for the operator; the message that rated the
+                # session has been applied and must not fail because of it.
+                log.exception("clearinghouse refused charge transaction %s", claim_id)
+                return sent
+            with ctx.engine.begin() as conn:
+                roaming.mark_sent(conn, claim_id, ctx.clock())
+        ctx.claims_waiting = False
+        return len(pending)
+
+    def publish_roaming_tokens(self) -> int:
+        """Tell the clearinghouse which PEVs are enrolled here: the whole set each time, so
+        PEVs no longer enrolled are withdrawn."""
+        ctx = self.ctx
+        if ctx.clearinghouse is None:
+            return 0
+        registry = ctx.registry()
+        tokens = roaming.roaming_tokens(registry.utility, list(registry.pevs.values()), ctx.clock())
+        return ctx.clearinghouse.publish_tokens(tokens, replace=True)
+
+    def post_roaming_transaction(self, tx: ChargeTransaction) -> PostingAck:
+        """Put a roaming charge forwarded by the clearinghouse on the PEV owner's account
+        (utility/roaming.py `post`). Idempotent by transaction id."""
+        ctx = self.ctx
+        registry = ctx.registry()
+        rater = ctx.rater()
+        utility = registry.utility
+        if tx.home_utility != ctx.utility_id:
+            raise Forbidden("home_utility", tx.home_utility, f"this is {ctx.utility_id}")
+        pev = registry.pevs.get(tx.pev_id)
+        if pev is None or pev.program is None:
+            raise Invalid("pev_id", tx.pev_id, f"not a PEV enrolled with {ctx.utility_id}")
+        if tx.currency != utility.currency:
+            raise Invalid("currency", tx.currency, f"{ctx.utility_id} bills in {utility.currency}")
+        with ctx.engine.begin() as conn:
+            return roaming.post(conn, utility, rater, pev, tx, ctx.clock())
