@@ -97,6 +97,7 @@ class Binding:
     def bind(self, gateway_premise: str, request: BindRequest, eumd_ok: bool = True) -> BindResult:
         ctx = self.ctx
         premise = ctx.premise(gateway_premise, request.premise_id)
+        ctx.window.past("plugged_in_at", request.plugged_in_at, ctx.clock())
         with ctx.engine.connect() as conn:
             existing = find_session(conn, premise.id, request.session_id)
         if existing is not None:

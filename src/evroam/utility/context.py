@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from evroam.core.clock import Clock
+from evroam.core.clock import Clock, PlausibleWindow
 from evroam.core.errors import Forbidden, Invalid, NotFound
 from evroam.db import schema as s
 from evroam.protocols.roaming.ports import ClearinghouseLink
@@ -35,6 +35,7 @@ class UtilityContext:
         rng_seed: int | str = 0,
         alm_share: Decimal = Decimal(1),
         clearinghouse: ClearinghouseLink | None = None,
+        window: PlausibleWindow = PlausibleWindow(),  # noqa: B008 - frozen
     ) -> None:
         self.engine = engine
         self.utility_id = utility_id
@@ -49,6 +50,8 @@ class UtilityContext:
         self.alm_share = alm_share
         # Where PEVs of other utilities are confirmed and roaming claims sent (seed 1.6.4).
         self.clearinghouse = clearinghouse
+        # Which instants gateways may send (core/clock.PlausibleWindow).
+        self.window = window
         self.claims_waiting = True  # claims may be left unsent by an earlier process
         self.tokens: dict[str, tuple[str, float]] = {}  # digest -> (premise, valid until)
         self._registry: Registry | None = None

@@ -52,6 +52,7 @@ class EnergyPlanning:
         registry = ctx.registry()
         premise = registry.premises[gateway_premise]
         now = ctx.clock()
+        ctx.window.future("departure_at", request.departure_at, now)
         with ctx.engine.begin() as conn:
             session = find_session(conn, premise.id, request.session_id)
             if session is None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
-from evroam.core.clock import is_aligned
+from evroam.core.clock import PlausibleWindow, is_aligned
 from evroam.core.errors import Conflict, Invalid
 from evroam.core.messages import BindRequest, IntervalReading, SessionReport
 from evroam.db import schema as s
+from evroam.territory.model import Premise
 from evroam.utility.binding import DECISION, decision_columns, session_row
 from evroam.utility.charges import Charges
 from evroam.utility.context import UtilityContext, find_session
@@ -28,7 +29,7 @@ from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.roaming_claims import RoamingClaims
 
 # A reading may start this far after the utility's clock (gateway clocks drift).
-CLOCK_SKEW = timedelta(minutes=5)
+CLOCK_SKEW = PlausibleWindow().skew
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Metering:
         premise = ctx.registry().premises.get(gateway_premise)
         if premise is None:
             raise Invalid("premise_id", gateway_premise, "unknown premise")
-        limit = ctx.clock() + CLOCK_SKEW
+        now = ctx.clock()
         rows = []
         for i, r in enumerate(readings):
             if r.premise_id != gateway_premise:
@@ -75,19 +76,14 @@ class Metering:
                     r.interval_s,
                     f"this EUMD is configured for {premise.eumd.interval_s} s intervals",
                 )
+            # The last interval of a session may be partial and reported at unplug, before
+            # its end; an interval that has not even started is a clock error.
+            ctx.window.past(f"readings[{i}].interval_start_at", r.interval_start_at, now)
             if not is_aligned(r.interval_start_at, r.interval_s):
                 raise Invalid(
                     f"readings[{i}].interval_start_at",
                     r.interval_start_at.isoformat(),
                     f"not aligned to the {r.interval_s} s interval",
-                )
-            # The last interval of a session may be partial and reported at unplug, before
-            # its end; an interval that has not even started is a clock error.
-            if r.interval_start_at > limit:
-                raise Invalid(
-                    f"readings[{i}].interval_start_at",
-                    r.interval_start_at.isoformat(),
-                    "interval starts in the future",
                 )
             rows.append(r.model_dump())
         if not rows:
@@ -115,6 +111,20 @@ class Metering:
         share of the feeder. Idempotent: the same report again is acknowledged."""
         ctx = self.ctx
         premise = ctx.premise(gateway_premise, report.premise_id)
+        now = ctx.clock()
+        ctx.window.past("started_at", report.started_at, now)
+        ctx.window.past("ended_at", report.ended_at, now)
+        ctx.window.span("started_at", report.started_at, report.ended_at)
+        try:
+            self._close(premise, report)
+        except IntegrityError:
+            # The same report arrived twice at once and the other copy stored it first: the
+            # second answers from what is stored (same content: done; other: Conflict).
+            self._close(premise, report)
+        self.roaming.send_claims()
+
+    def _close(self, premise: Premise, report: SessionReport) -> None:
+        ctx = self.ctx
         row = report.model_dump()
         with ctx.engine.begin() as conn:
             stored = (
@@ -192,4 +202,3 @@ class Metering:
                 self.energy.feeders.replan(
                     conn, feeder, ctx.clock(), f"departure of {report.session_id}"
                 )
-        self.roaming.send_claims()

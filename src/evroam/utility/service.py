@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
-from evroam.core.clock import Clock
+from evroam.core.clock import Clock, PlausibleWindow
 from evroam.core.messages import (
     BindRequest,
     BindResult,
@@ -62,6 +62,7 @@ class UtilityService:
         rng_seed: int | str = 0,
         alm_share: Decimal = Decimal(1),
         clearinghouse: ClearinghouseLink | None = None,
+        window: PlausibleWindow = PlausibleWindow(),  # noqa: B008 - frozen
     ) -> None:
         self.ctx = UtilityContext(
             engine,
@@ -71,6 +72,7 @@ class UtilityService:
             rng_seed=rng_seed,
             alm_share=alm_share,
             clearinghouse=clearinghouse,
+            window=window,
         )
         self.binding = Binding(self.ctx)
         self.energy = EnergyPlanning(self.ctx)

@@ -1,0 +1,128 @@
+"""Bad clocks and crafted messages at the utility's gateway API (issue 15): an implausible
+instant is refused naming the field, nothing stored can make a later message fail, and
+identical concurrent reports all get the stored answer.
+
+On SQLite and PostgreSQL, through the utility's service (the HTTP API maps each refusal to
+its 4xx; tests/integration/test_fuzz_apis.py checks no input gives a 5xx).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from evroam.core.errors import Invalid
+from evroam.core.messages import BindRequest, EnergyRequest, SessionReport
+from evroam.db import schema as s
+from evroam.utility.service import UtilityService
+
+# The territory, the service fixture and the message builders of the session tests.
+from .test_sessions import ALICE, T0, bind, charges, reading, report, service
+
+__all__ = ["service"]  # a fixture: pytest finds it by name in this module
+
+
+def test_a_reading_stamped_in_year_one_is_refused_naming_the_field(
+    service: UtilityService,
+) -> None:
+    bind(service)
+    with pytest.raises(Invalid) as refused:
+        service.record_readings(
+            ALICE,
+            [reading(0, 500), reading(0, 700, interval_start_at=datetime(1, 1, 1, tzinfo=UTC))],
+        )
+    assert refused.value.field == "readings[1].interval_start_at"
+    assert "before 2000-01-01" in str(refused.value)
+    # The good reading and the report still go through: nothing blocks the session.
+    service.record_readings(ALICE, [reading(0, 500), reading(1, 400)])
+    service.report_session(ALICE, report(900, hours=1))
+    assert sum(c[2] for c in charges(service.engine)) == 900
+
+
+def test_a_report_ending_in_year_9999_is_refused_before_any_work(service: UtilityService) -> None:
+    bind(service)
+    far = report(900).model_copy(update={"ended_at": datetime(9999, 12, 31, tzinfo=UTC)})
+    with pytest.raises(Invalid) as refused:
+        service.report_session(ALICE, far)
+    assert refused.value.field == "ended_at"
+    with service.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(s.session_reports)).scalar() == 0
+
+
+@pytest.mark.parametrize(
+    ("started", "ended", "field", "says"),
+    [
+        (datetime(1999, 12, 31, tzinfo=UTC), T0, "started_at", "before 2000-01-01"),
+        (T0 - timedelta(days=40), T0, "started_at", "longer than 31 days"),
+    ],
+)
+def test_a_report_with_impossible_times_is_refused(
+    service: UtilityService, started: datetime, ended: datetime, field: str, says: str
+) -> None:
+    bad = SessionReport(
+        session_id="S9",
+        premise_id=ALICE,
+        portal_id="PGX-EP-ALICE-1",
+        pev_id="PGX-PEV-ALICE",
+        started_at=started,
+        ended_at=ended,
+        energy_wh=100,
+    )
+    with pytest.raises(Invalid) as refused:
+        service.report_session(ALICE, bad)
+    assert refused.value.field == field
+    assert says in str(refused.value)
+
+
+def test_a_bind_from_the_future_is_refused(service: UtilityService) -> None:
+    request = BindRequest(
+        session_id="S1",
+        premise_id=ALICE,
+        portal_id="PGX-EP-ALICE-1",
+        pev_id="PGX-PEV-ALICE",
+        plugged_in_at=service.clock() + timedelta(hours=2),
+    )
+    with pytest.raises(Invalid) as refused:
+        service.bind(ALICE, request)
+    assert refused.value.field == "plugged_in_at"
+    assert "ahead of the utility's clock" in str(refused.value)
+
+
+def test_an_energy_request_departing_in_years_is_refused(service: UtilityService) -> None:
+    bind(service)
+    request = EnergyRequest(
+        session_id="S1",
+        energy_wh=10_000,
+        max_w=7200,
+        departure_at=T0 + timedelta(days=3650),
+    )
+    with pytest.raises(Invalid) as refused:
+        service.request_energy(ALICE, request)
+    assert refused.value.field == "departure_at"
+
+
+def test_identical_concurrent_reports_all_get_the_stored_answer(
+    service: UtilityService, engine: Engine
+) -> None:
+    bind(service)
+    service.record_readings(ALICE, [reading(0, 500), reading(1, 400)])
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def send() -> None:
+        start.wait()
+        try:
+            service.report_session(ALICE, report(900))
+        except BaseException as err:  # any exception is the failure we look for
+            errors.append(err)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(c[2] for c in charges(engine)) == 900  # rated once
