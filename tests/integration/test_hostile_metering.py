@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
+from typer.testing import CliRunner
 
+from evroam.cli import app
+from evroam.core.clock import FixedClock
 from evroam.core.errors import Invalid
 from evroam.core.messages import BindRequest, EnergyRequest, SessionReport
 from evroam.db import schema as s
+from evroam.db.engine import make_engine
+from evroam.db.migrate import upgrade
+from evroam.territory.loader import load_territory
+from evroam.territory.store import save_territory
+from evroam.utility.housekeeping import start_silent_session_closer
 from evroam.utility.service import UtilityService
 
 # The territory, the service fixture and the message builders of the session tests.
-from .test_sessions import ALICE, T0, bind, charges, reading, report, service
+from .test_sessions import ALICE, EXAMPLE, T0, bind, charges, reading, report, service
 
 __all__ = ["service"]  # a fixture: pytest finds it by name in this module
 
@@ -126,3 +135,90 @@ def test_identical_concurrent_reports_all_get_the_stored_answer(
         t.join()
     assert errors == []
     assert sum(c[2] for c in charges(engine)) == 900  # rated once
+
+
+# --- sessions always end ----------------------------------------------------------------------
+
+
+def open_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(s.sessions).where(s.sessions.c.closed.is_(False))
+            ).scalar_one()
+        )
+
+
+def test_a_silent_session_is_closed_and_its_metered_energy_billed(
+    service: UtilityService, engine: Engine
+) -> None:
+    bind(service)
+    service.record_readings(ALICE, [reading(0, 1800), reading(1, 1750), reading(2, 1700)])
+    # The service's clock stands at T0 + 12 h; the last reading ended at T0 + 45 min.
+    assert service.metering.close_silent(timedelta(hours=12)) == []  # 11 h 15 min: not yet
+    assert service.metering.close_silent(timedelta(hours=11)) == ["S1"]
+    assert open_count(engine) == 0
+    assert sum(c[2] for c in charges(engine)) == 1800 + 1750 + 1700
+    with engine.connect() as conn:
+        written = conn.execute(
+            select(s.session_reports.c.written_by, s.session_reports.c.ended_at)
+        ).one()
+    assert written == ("utility", T0 + timedelta(minutes=45))
+    assert service.metering.close_silent(timedelta(hours=11)) == []  # nothing left to close
+
+
+def test_the_gateways_late_report_replaces_the_utilitys(
+    service: UtilityService, engine: Engine
+) -> None:
+    bind(service)
+    service.record_readings(ALICE, [reading(0, 1800), reading(1, 1750)])
+    assert service.metering.close_silent(timedelta(hours=1)) == ["S1"]
+    # The gateway comes back with a late reading and its own report: no Conflict, and the
+    # session is billed for what was metered, once.
+    service.record_readings(ALICE, [reading(2, 1700)])
+    service.report_session(ALICE, report(5250, hours=1))
+    assert sum(c[2] for c in charges(engine)) == 1800 + 1750 + 1700
+    with engine.connect() as conn:
+        assert conn.execute(select(s.session_reports.c.written_by)).scalar_one() == "gateway"
+    service.report_session(ALICE, report(5250, hours=1))  # and again: the stored answer
+    assert sum(c[2] for c in charges(engine)) == 5250
+
+
+def test_the_operator_closes_silent_sessions_from_the_command_line(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'silent.db'}"
+    engine = make_engine(db)
+    upgrade(engine)
+    with engine.begin() as conn:
+        save_territory(conn, load_territory(EXAMPLE))
+    service = UtilityService(engine, "PGX", FixedClock(T0 + timedelta(hours=1)))
+    bind(service)
+    service.record_readings(ALICE, [reading(0, 1800)])  # then nothing: the real clock is later
+    closed = CliRunner().invoke(
+        app,
+        ["--db", db, "sessions", "close-silent", "--utility", "PGX", "--after-hours", "24"],
+        env={"EVROAM_DATABASE_URL": None},
+    )
+    assert closed.exit_code == 0, closed.output
+    assert "closed S1" in closed.stdout and "1 silent sessions closed for PGX" in closed.stdout
+    assert open_count(engine) == 0
+    assert sum(c[2] for c in charges(engine)) == 1800
+
+
+def test_the_server_thread_keeps_closing_after_a_failure() -> None:
+    calls: list[timedelta] = []
+    done = threading.Event()
+
+    class Flaky:
+        def close_silent(self, silent_for: timedelta) -> list[str]:
+            calls.append(silent_for)
+            if len(calls) == 1:
+                raise RuntimeError("database restarting")
+            done.set()
+            return ["S1"]
+
+    stop = start_silent_session_closer(Flaky(), timedelta(hours=24), every_s=0.01)
+    try:
+        assert done.wait(5)
+    finally:
+        stop.set()
+    assert calls[:2] == [timedelta(hours=24), timedelta(hours=24)]

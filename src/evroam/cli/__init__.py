@@ -14,6 +14,7 @@ from evroam.cli import (
     prices,
     run,
     serve,
+    sessions,
     territory,
 )
 from evroam.cli.common import CliState, ConfigOption, DbOption, fail, fail_lines, out
@@ -43,6 +44,7 @@ app.add_typer(prices.prices_app, name="prices")
 app.add_typer(events.events_app, name="events")
 app.add_typer(serve.serve_app, name="serve")
 app.add_typer(gateway.gateway_app, name="gateway")
+app.add_typer(sessions.sessions_app, name="sessions")
 app.add_typer(clearinghouse.clearinghouse_app, name="clearinghouse")
 app.add_typer(portal.portal_app, name="portal")
 

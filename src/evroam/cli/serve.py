@@ -187,6 +187,14 @@ def serve_utility(
         from evroam.portal.app import install_portal
 
         install_portal(app, engine, {utility: service}, secret_key=secret_key, clock=clock)
+    if settings.silent_session_hours > 0:
+        from datetime import timedelta
+
+        from evroam.utility.housekeeping import start_silent_session_closer
+
+        start_silent_session_closer(
+            service.metering, timedelta(hours=settings.silent_session_hours)
+        )
     uvicorn.run(
         app,
         host=host,

@@ -233,6 +233,10 @@ session_reports = Table(
     Column("energy_wh", Integer, nullable=False),
     Column("metered", Boolean, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
+    # "gateway", or "utility" when the utility closed a session its gateway fell silent on;
+    # the gateway's own report, arriving later, replaces the utility's (docs/sessions.md).
+    Column("written_by", String(16), nullable=False, server_default="gateway"),
+    CheckConstraint("written_by IN ('gateway', 'utility')", name="ck_session_reports_written_by"),
 )
 
 # The ledger: every priced line of energy, appended, never edited. A bill claims lines;

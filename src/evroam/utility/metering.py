@@ -9,8 +9,10 @@ never bound (no communications at plug-in) or whose EUMD failed is decided again
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +29,8 @@ from evroam.utility.energy import EnergyPlanning
 from evroam.utility.payer import Conditions, Roaming, decide
 from evroam.utility.readings_store import check_same, insert_new, reading_key
 from evroam.utility.roaming_claims import RoamingClaims
+
+log = logging.getLogger(__name__)
 
 # A reading may start this far after the utility's clock (gateway clocks drift).
 CLOCK_SKEW = PlausibleWindow().skew
@@ -123,27 +127,32 @@ class Metering:
             self._close(premise, report)
         self.roaming.send_claims()
 
-    def _close(self, premise: Premise, report: SessionReport) -> None:
+    def _close(self, premise: Premise, report: SessionReport, written_by: str = "gateway") -> bool:
+        """Store the report and close, rate and settle the session; False when the same
+        report was already stored. The gateway's report replaces one the utility wrote for
+        a silent session (and re-rates it); any other different report is a Conflict."""
         ctx = self.ctx
         row = report.model_dump()
+        table = s.session_reports
+        key = (table.c.premise_id == premise.id) & (table.c.session_id == report.session_id)
         with ctx.engine.begin() as conn:
-            stored = (
+            stored = conn.execute(select(table).where(key)).mappings().first()
+            if stored is None:
                 conn.execute(
-                    select(s.session_reports).where(
-                        s.session_reports.c.premise_id == premise.id,
-                        s.session_reports.c.session_id == report.session_id,
-                    )
+                    insert(table).values(**row, received_at=ctx.clock(), written_by=written_by)
                 )
-                .mappings()
-                .first()
-            )
-            if stored is not None:
-                if any(stored[k] != v for k, v in row.items()):
-                    raise Conflict(
-                        "session_id", report.session_id, "already reported with other content"
-                    )
-                return
-            conn.execute(insert(s.session_reports).values(**row, received_at=ctx.clock()))
+            elif stored["written_by"] == "utility" and written_by == "gateway":
+                conn.execute(
+                    update(table)
+                    .where(key)
+                    .values(**row, received_at=ctx.clock(), written_by=written_by)
+                )
+            elif any(stored[k] != v for k, v in row.items()) and written_by == "gateway":
+                raise Conflict(
+                    "session_id", report.session_id, "already reported with other content"
+                )
+            else:
+                return False
             session = find_session(conn, premise.id, report.session_id)
             if session is None:
                 # Never bound: the gateway could not reach us at plug-in (1.4.1 fallback).
@@ -202,3 +211,71 @@ class Metering:
                 self.energy.feeders.replan(
                     conn, feeder, ctx.clock(), f"departure of {report.session_id}"
                 )
+        return True
+
+    def close_silent(self, silent_for: timedelta) -> list[str]:
+        """Close every open session whose gateway or station has said nothing for
+        `silent_for` (seed 1.4.1: the energy is still billed): the utility writes the report
+        from what was metered, ending at the last reading, and the session is rated. A real
+        report arriving later replaces it. Returns the closed sessions' ids."""
+        ctx = self.ctx
+        now = ctx.clock()
+        cutoff = now - silent_for
+        se, r = s.sessions, s.interval_readings
+        with ctx.engine.connect() as conn:
+            candidates = (
+                conn.execute(
+                    select(se).where(
+                        se.c.utility_id == ctx.utility_id,
+                        se.c.closed.is_(False),
+                        se.c.plugged_in_at <= cutoff,
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        closed: list[str] = []
+        for session in candidates:
+            premise = ctx.registry().premises.get(session["premise_id"])
+            if premise is None:
+                log.warning(
+                    "silent session %s: premise %s left the registry; left open",
+                    session["session_id"],
+                    session["premise_id"],
+                )
+                continue
+            with ctx.engine.connect() as conn:
+                metered = conn.execute(
+                    select(r.c.interval_start_at, r.c.interval_s, r.c.energy_wh).where(
+                        r.c.premise_id == session["premise_id"],
+                        r.c.session_id == session["session_id"],
+                    )
+                ).all()
+            last = max(
+                (start + timedelta(seconds=length) for start, length, _ in metered),
+                default=session["plugged_in_at"],
+            )
+            if last > cutoff:
+                continue
+            report = SessionReport(
+                session_id=session["session_id"],
+                premise_id=session["premise_id"],
+                portal_id=session["portal_id"],
+                pev_id=session["pev_id"],
+                started_at=session["plugged_in_at"],
+                ended_at=max(last, session["plugged_in_at"]),
+                energy_wh=sum(wh for _, _, wh in metered),
+                metered=True,  # what the EUMD measured, and nothing else, is billed
+            )
+            if self._close(premise, report, written_by="utility"):
+                log.warning(
+                    "session %s at premise %s closed by the utility: silent since %s, %d Wh",
+                    report.session_id,
+                    report.premise_id,
+                    last.isoformat(),
+                    report.energy_wh,
+                )
+                closed.append(report.session_id)
+        if closed:
+            self.roaming.send_claims()
+        return closed

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from evroam.core.settings import Secret, SettingError
 from evroam.db.settings import DatabaseSettings
@@ -48,6 +48,8 @@ class UtilitySettings(DatabaseSettings):
     ocpp_port: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Close a session whose gateway or station said nothing for this long (0: never).
+    silent_session_hours: float = Field(default=24.0, ge=0)
 
     @model_validator(mode="after")
     def _together(self) -> Self:
