@@ -182,3 +182,39 @@ def test_a_refusal_without_json_keeps_a_short_excerpt() -> None:
     assert _detail(httpx.Response(422, json={"detail": "energy_wh: too large"})) == (
         "energy_wh: too large"
     )
+
+
+def test_an_operator_lists_and_requeues_dead_letters(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evroam.cli import app
+
+    link = FakeUtility(poison_wh=[7, 8])
+    path = tmp_path / "o.db"
+    gw = gateway(Outbox(path), link)
+    charge(gw, "S1", [7, 100, 8])
+    gw.flush()
+    gw.outbox.close()
+    runner = CliRunner()
+
+    listed = runner.invoke(app, ["gateway", "dead-letters", "list", "--outbox", str(path)])
+    assert listed.exit_code == 0, listed.output
+    assert "#1 reading: HTTP 422: readings[0].energy_wh: refused" in listed.stdout
+    assert "#3 reading" in listed.stdout and "2 dead letters" in listed.stdout
+    as_json = runner.invoke(
+        app, ["gateway", "dead-letters", "list", "--outbox", str(path), "--json"]
+    )
+    assert [json.loads(line)["seq"] for line in as_json.stdout.splitlines()] == [1, 3]
+
+    one = runner.invoke(
+        app, ["gateway", "dead-letters", "requeue", "--outbox", str(path), "--seq", "3"]
+    )
+    assert "requeued 1, 1 dead letters left" in one.stdout
+    rest = runner.invoke(app, ["gateway", "dead-letters", "requeue", "--outbox", str(path)])
+    assert "requeued 1, 0 dead letters left" in rest.stdout
+    box = Outbox(path)
+    assert len(box) == 2  # both back in the queue, for the next flush
+    missing = runner.invoke(
+        app, ["gateway", "dead-letters", "list", "--outbox", str(tmp_path / "nope")]
+    )
+    assert missing.exit_code == 2 and "--outbox: no such file" in missing.output

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from evroam.cli.common import configured, fail, open_engine, out
 from evroam.core.errors import Refused
+
+if TYPE_CHECKING:
+    from evroam.gateway.outbox import Outbox
 
 gateway_app = typer.Typer(no_args_is_help=True, help="Premise gateways.")
 
@@ -33,12 +36,67 @@ def gateway_flush(
     )
     if not settings.outbox.is_file():
         fail(f"--outbox: no such file {settings.outbox}")
-    delivered, queued = flush_outbox(
+    delivered, queued, held = flush_outbox(
         settings.url, settings.token.get_secret_value(), settings.outbox
     )
     out.print(f"delivered {delivered}, still queued {queued}")
+    if held:
+        out.print(f"[red]outbox held:[/] {held}", highlight=False)
     if queued:
         raise typer.Exit(1)
+
+
+dead_app = typer.Typer(no_args_is_help=True, help="Messages the utility refused.")
+gateway_app.add_typer(dead_app, name="dead-letters")
+OutboxOption = Annotated[Path, typer.Option(help="The gateway's outbox file.")]
+
+
+def _outbox(path: Path) -> Outbox:
+    from evroam.gateway.outbox import Outbox
+
+    if not path.is_file():
+        fail(f"--outbox: no such file {path}")
+    return Outbox(path)
+
+
+@dead_app.command("list")
+def dead_letters_list(
+    outbox: OutboxOption,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per letter.")] = False,
+) -> None:
+    """Show the messages the utility refused, with its reason, oldest first."""
+    import json
+
+    box = _outbox(outbox)
+    try:
+        letters = box.dead_letters()
+    finally:
+        box.close()
+    for letter in letters:
+        if as_json:
+            typer.echo(json.dumps(letter._asdict()))
+        else:
+            out.print(f"#{letter.seq} {letter.kind}: {letter.reason}", highlight=False)
+    if not as_json:
+        out.print(f"{len(letters)} dead letters")
+
+
+@dead_app.command("requeue")
+def dead_letters_requeue(
+    outbox: OutboxOption,
+    seq: Annotated[
+        list[int] | None, typer.Option(help="Only these letters (repeat); default all.")
+    ] = None,
+) -> None:
+    """Put refused messages back at the end of the queue (after the cause was fixed); the
+    next flush sends them, and the utility's idempotency makes a repeat harmless."""
+    box = _outbox(outbox)
+    try:
+        moved = box.requeue(seq or None)
+        left = len(box.dead_letters())
+    finally:
+        box.close()
+    out.print(f"requeued {moved}, {left} dead letters left")
 
 
 @gateway_app.command("token")

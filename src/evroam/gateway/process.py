@@ -10,17 +10,17 @@ One command per line, one JSON line back per command:
         "max_w", "departure_at", "preference"?}}       -> the BindResult (+ "energy_available")
     {"cmd": "meter", "session_id", "interval_start_at", "energy_wh"}  -> {"queued": m}
     {"cmd": "plug_out", "session_id", "at"}              -> the SessionReport (queued)
-    {"cmd": "flush"}                                      -> {"delivered": n, "queued": m, ...}
+    {"cmd": "flush"}          -> {"delivered": n, "queued": m, "dead_letters": d, "held"?: why}
     {"cmd": "poll"}                                       -> {"updates": [ScheduleUpdate...]}
     {"cmd": "status"}                                     -> premise, open sessions, queue
     {"cmd": "quit"}                                       -> {"quit": true}, then exit 0
 
 A command that cannot be carried out answers {"error": "..."} and the process goes on.
 Readings and reports wait in the outbox file until the utility acknowledges them, so a
-gateway restarted on the same file delivers what it had queued. Sessions still plugged in
-live in memory only: after a restart they cannot be unplugged (their readings, already
-queued, are still delivered). This is also how a real ESI can be simulated against a
-remote utility.
+gateway restarted on the same file delivers what it had queued; the sessions still plugged
+in live in the same file, so a restarted gateway meters and unplugs them as before. "held"
+appears while the utility refuses the gateway's credentials (the queue waits for a new
+token). This is also how a real ESI can be simulated against a remote utility.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class GatewayProcess:
                 "delivered": delivered,
                 "queued": len(gateway.outbox),
                 "dead_letters": len(gateway.outbox.dead_letters()),
-            }
+            } | ({"held": gateway.held} if gateway.held else {})
         if isinstance(command, Poll):
             updates = gateway.poll_schedules()
             return {"updates": [u.model_dump(mode="json") for u in updates]}
@@ -144,7 +144,7 @@ class GatewayProcess:
                 "sessions": sorted(gateway.sessions),
                 "queued": len(gateway.outbox),
                 "dead_letters": len(gateway.outbox.dead_letters()),
-            }
+            } | ({"held": gateway.held} if gateway.held else {})
         return {"quit": True}
 
     def serve(self, lines: TextIO, out: TextIO) -> None:
@@ -158,8 +158,9 @@ class GatewayProcess:
                 return
 
 
-def flush_outbox(url: str, token: str, outbox: Path) -> tuple[int, int]:
-    """Deliver a gateway's outbox file once: (messages delivered, messages still queued).
+def flush_outbox(url: str, token: str, outbox: Path) -> tuple[int, int, str | None]:
+    """Deliver a gateway's outbox file once: (messages delivered, messages still queued,
+    why the queue is held or None).
 
     The gateway's configuration is not needed to deliver what it already queued.
     """
@@ -167,7 +168,7 @@ def flush_outbox(url: str, token: str, outbox: Path) -> tuple[int, int]:
     link = HttpUtilityLink(url, token)
     try:
         gateway = Gateway(GatewayConfig("", None, 0, {}), link, box)
-        return gateway.flush(), len(box)
+        return gateway.flush(), len(box), gateway.held
     finally:
         link.close()
         box.close()
