@@ -222,3 +222,25 @@ def test_the_server_thread_keeps_closing_after_a_failure() -> None:
     finally:
         stop.set()
     assert calls[:2] == [timedelta(hours=24), timedelta(hours=24)]
+
+
+def test_the_gateway_api_bounds_bodies_and_cursors(service: UtilityService) -> None:
+    from fastapi.testclient import TestClient
+
+    from evroam.utility.api import create_app
+
+    client = TestClient(create_app(service))
+    token = {"Authorization": f"Bearer {service.issue_gateway_token(ALICE)}"}
+    huge = client.post(
+        "/v1/gateway/readings",
+        headers=token | {"Content-Type": "application/json"},
+        content=b"[" + b" " * (5 * 1024 * 1024) + b"]",
+    )
+    assert huge.status_code == 413
+    assert huge.json() == {"detail": "body: larger than 4194304 bytes"}
+    cursor = client.get("/v1/gateway/schedules", params={"after": 2**70}, headers=token)
+    assert cursor.status_code == 422
+    assert client.get("/v1/gateway/schedules", params={"after": 0}, headers=token).json() == {
+        "updates": [],
+        "cursor": 0,
+    }

@@ -30,12 +30,14 @@ from evroam.core.messages import (
     SessionReport,
     UtcInstant,
 )
+from evroam.protocols.http_limits import BodyLimit
 from evroam.protocols.roaming import ocpi
 from evroam.utility.bill_store import bill_json
 from evroam.utility.plan_store import SCHEDULE_PAGE
 from evroam.utility.service import UtilityService
 
 MAX_BATCH = 5000
+MAX_CURSOR = 2**62  # a schedule version; beyond what a 64-bit column holds is a bad cursor
 READINGS = TypeAdapter(list[IntervalReading])
 
 
@@ -81,6 +83,7 @@ def create_app(
             "readings, reports."
         ),
     )
+    app.add_middleware(BodyLimit)  # every body bounded before any parsing
     bearer = HTTPBearer(auto_error=False)
 
     def gateway_premise(
@@ -160,7 +163,9 @@ def create_app(
     @app.get("/v1/gateway/schedules")
     def schedules(
         premise: Premise,
-        after: Annotated[int, Query(ge=0, description="the cursor of the last poll")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_CURSOR, description="the cursor of the last poll")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=SCHEDULE_PAGE)] = SCHEDULE_PAGE,
     ) -> ScheduleUpdates:
         """Energy Available messages planned for this premise's sessions after ``after``:
