@@ -186,7 +186,14 @@ def serve_utility(
     if secret_key:
         from evroam.portal.app import install_portal
 
-        install_portal(app, engine, {utility: service}, secret_key=secret_key, clock=clock)
+        install_portal(
+            app,
+            engine,
+            {utility: service},
+            secret_key=secret_key,
+            clock=clock,
+            https_only=tls_cert is not None,  # Secure cookies and HSTS when served over TLS
+        )
     if settings.silent_session_hours > 0:
         from datetime import timedelta
 
