@@ -132,4 +132,11 @@ def test_portal_logins_are_made_from_the_command_line(tmp_path: Path) -> None:
         assert authenticate(conn, "alice", "wrong") is None
         user = authenticate(conn, "alice", "correct horse")
         assert user is not None and user.customer_id == "PGX-C-ALICE"
+    removed = evroam(db, "portal", "remove", "alice")
+    assert removed.exit_code == 0, removed.output
+    with engine.connect() as conn:
+        assert authenticate(conn, "alice", "correct horse") is None
+    again = evroam(db, "portal", "remove", "alice")
+    assert again.exit_code == 2
+    assert "username: no portal login 'alice'" in click.unstyle(again.stderr)
     engine.dispose()

@@ -57,3 +57,23 @@ def portal_user(
         except ValueError as exc:
             fail(str(exc))
     out.print(f"login {username} saved")
+
+
+@portal_app.command("remove")
+def portal_remove(ctx: typer.Context, username: str) -> None:
+    """Delete a portal login and end its sessions everywhere (a stolen cookie stops working)."""
+    from sqlalchemy import select
+
+    from evroam.db import schema as s
+    from evroam.portal.auth import delete_user
+
+    engine = open_engine(ctx)
+    with engine.begin() as conn:
+        table = s.portal_users
+        if (
+            conn.execute(select(table.c.username).where(table.c.username == username)).first()
+            is None
+        ):
+            fail(f"username: no portal login {username!r}")
+        delete_user(conn, username)
+    out.print(f"login {username} removed; its sessions are ended")

@@ -1,7 +1,7 @@
 """who wrote a session report: the gateway, or the utility closing a silent session
 
 Revision ID: 0018
-Revises: 0017
+Revises: 0014
 Create Date: 2026-12-05 13:10:00.000000
 """
 
