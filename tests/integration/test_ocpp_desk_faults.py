@@ -133,3 +133,67 @@ def test_a_register_past_2_31_wh_bills_exactly_its_rise(site: Site) -> None:
         ("energy", 7400, Decimal("0.89")),
         ("program_charge", 0, Decimal("2.00")),
     ]
+
+
+# --- a lower register is a reset only after a restart ----------------------------------------
+
+
+def resets(site: Site) -> list[tuple[int, int]]:
+    r = s.ocpp_register_resets
+    with site.engine.connect() as conn:
+        rows = conn.execute(select(r.c.register_before_wh, r.c.register_after_wh).order_by(r.c.id))
+        return [(before, after) for before, after in rows]
+
+
+def run16(site: Site, registers: list[int | str], stop_register: int) -> str:
+    """A 1.6 transaction at Alice's home from 1000 Wh at T0: one MeterValues a quarter hour
+    per register, "boot" for a BootNotification, then the stop a quarter after the last."""
+    ref = start16(site, ALICE_CS, T0, 1000, "PGX-PEV-ALICE")
+    k = 0
+    for register in registers:
+        if register == "boot":
+            site.clock.advance(timedelta(minutes=1))
+            site.desk.boot(ALICE_CS, "1.6", {"vendor": "V", "model": "M1"})
+            continue
+        k += 1
+        site.desk.samples_many([ALICE_CS], [meter(ref, T0 + k * QUARTER, int(register))])
+    stop16(site, ALICE_CS, ref, T0 + (k + 1) * QUARTER, stop_register)
+    return ref
+
+
+def test_a_late_lower_register_is_quarantined_and_never_billed(site: Site) -> None:
+    # 1000 at the start, 1500, 1200 (a late sample stamped after 1500), 2000 at the stop:
+    # the register rose 2000 - 1000 = 1000 Wh; taken for a reset it billed 2500
+    ref = run16(site, [1500, 1200], 2000)
+    assert quarantined(site) == [(ALICE_CS, "register_lower", ref)]
+    assert resets(site) == []
+    assert metered_wh(site, "PGX-P-ALICE") == 1000
+    # 1 kWh off-peak x 0.12000 = 0.12
+    assert bill_lines(site, "PGX-A-1001")[0] == ("energy", 1000, Decimal("0.12"))
+
+
+def test_a_lower_register_after_a_boot_is_a_reset_counted_from_itself(site: Site) -> None:
+    # 1000, 1500, the station restarts (BootNotification), 200, 700 at the stop:
+    # 500 before the restart + 500 after it = 1000 Wh
+    run16(site, [1500, "boot", 200], 700)
+    assert quarantined(site) == []
+    assert resets(site) == [(1500, 200)]
+    assert metered_wh(site, "PGX-P-ALICE") == 1000
+    assert bill_lines(site, "PGX-A-1001")[0] == ("energy", 1000, Decimal("0.12"))
+
+
+def test_one_restart_resets_a_register_once(site: Site) -> None:
+    # after the reset to 200, a lower 150 with no new boot is set aside: 500 + (700 - 200)
+    ref = run16(site, [1500, "boot", 200, 150], 700)
+    assert resets(site) == [(1500, 200)]
+    assert quarantined(site) == [(ALICE_CS, "register_lower", ref)]
+    assert metered_wh(site, "PGX-P-ALICE") == 1000
+
+
+def test_a_lower_stop_register_without_a_restart_is_quarantined(site: Site) -> None:
+    # 1000, 1500, 1800, then a stop reading 1600: billed 800, the stop set aside
+    ref = run16(site, [1500, 1800], 1600)
+    assert quarantined(site) == [(ALICE_CS, "register_lower", ref)]
+    assert metered_wh(site, "PGX-P-ALICE") == 800
+    with site.engine.connect() as conn:
+        assert conn.execute(select(s.sessions.c.reported_energy_wh)).scalar_one() == 800

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from evroam.core.errors import Conflict, Refused
 from evroam.core.messages import EnergyAvailable, IntervalReading
-from evroam.protocols.ocpp.mapping import Advance, RegisterSample, advance, implausible
+from evroam.protocols.ocpp.mapping import Advance, Chain, RegisterSample, advance, implausible
 from evroam.protocols.ocpp.port import EventIn, Reply, SamplesIn, StationInfo
 from evroam.utility import ocpp_store as store
 from evroam.utility.ocpp_store import Tx
@@ -250,11 +250,74 @@ class MeterDesk:
                     )
                 )
                 continue
-            step = Advance(False) if tx.stopped else advance(chain, sample)
+            if tx.stopped:
+                step = Advance(False)
+            else:
+                restarted = self._restarted(station.id, tx, chain, sample, batch)
+                step = advance(chain, sample, restarted=restarted)
+            if step.lower:
+                batch.quarantine.append(
+                    self._lower_row(station.id, tx, chain, sample, action, payload)
+                )
             batch.samples.append(sample_row(station.id, tx.transaction_ref, sample, step.applied))
             self._took(station, tx, step, sample.at, batch)
         tx.take(chain)
         batch.touched[tx.id] = tx
+
+    def _restarted(
+        self, station_id: str, tx: Tx, chain: Chain, sample: RegisterSample, batch: _Batch
+    ) -> bool:
+        """Whether a lower register may be a reset: the station restarted (its last
+        BootNotification came after the last sample applied), and that restart has not
+        already reset this transaction's register. Looked up only for a lower sample."""
+        if (
+            chain.last_register_wh is None
+            or sample.register_wh >= chain.last_register_wh
+            or sample.at <= chain.last_at
+        ):
+            return False
+        with self.engine.connect() as conn:
+            booted = store.last_boot(conn, station_id)
+            if booted is None or booted <= chain.last_at:
+                return False
+            if store.reset_since(conn, station_id, tx.transaction_ref, booted):
+                return False
+        return not any(
+            r["station_id"] == station_id
+            and r["transaction_ref"] == tx.transaction_ref
+            and r["detected_at"] >= booted
+            for r in batch.resets
+        )
+
+    def _lower_row(
+        self,
+        station_id: str,
+        tx: Tx,
+        chain: Chain,
+        sample: RegisterSample,
+        action: str,
+        payload: Any,
+    ) -> dict[str, Any]:
+        """A lower register with no restart: set aside for review, never billed."""
+        LOG.warning(
+            "%s: register %s Wh in %s below %s Wh without a restart: quarantined",
+            station_id,
+            sample.register_wh,
+            tx.transaction_ref,
+            chain.last_register_wh,
+        )
+        return store.quarantine_row(
+            station_id,
+            action,
+            "register_lower",
+            f"register {sample.register_wh} Wh stamped {sample.at.isoformat()} is below "
+            f"{chain.last_register_wh} Wh stamped {chain.last_at.isoformat()} and the station "
+            "did not restart in between: not billed until reviewed",
+            payload,
+            self.service.clock(),
+            transaction_ref=tx.transaction_ref,
+            stamped_at=sample.at,
+        )
 
     def _took(
         self, station: StationInfo, tx: Tx, step: Advance, at: datetime, batch: _Batch

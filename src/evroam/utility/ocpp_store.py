@@ -317,6 +317,30 @@ def first_sync(conn: Connection, station_id: str) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
+def last_boot(conn: Connection, station_id: str) -> datetime | None:
+    """When the station's last BootNotification was answered (the utility's clock)."""
+    table = s.ocpp_station_state
+    value = conn.execute(
+        select(table.c.last_boot_at).where(table.c.station_id == station_id)
+    ).scalar()
+    return value if isinstance(value, datetime) else None
+
+
+def reset_since(conn: Connection, station_id: str, transaction_ref: str, since: datetime) -> bool:
+    """Whether the transaction's register was taken as reset at or after `since`."""
+    table = s.ocpp_register_resets
+    found = conn.execute(
+        select(table.c.id)
+        .where(
+            table.c.station_id == station_id,
+            table.c.transaction_ref == transaction_ref,
+            table.c.detected_at >= since,
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
 def record_boot(
     conn: Connection, station_id: str, protocol: str, facts: dict[str, str | None], now: datetime
 ) -> datetime:
