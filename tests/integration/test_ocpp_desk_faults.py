@@ -15,12 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, select, text
 
 from evroam.core.clock import FixedClock
 from evroam.db import schema as s
 from evroam.protocols.ocpp.mapping import RegisterSample
-from evroam.protocols.ocpp.port import SamplesIn, StartIn, StopIn
+from evroam.protocols.ocpp.port import EventIn, SamplesIn, StartIn, StopIn
 from evroam.territory.loader import load_territory
 from evroam.territory.store import save_territory
 from evroam.utility.bill_store import issue_cycle
@@ -78,13 +78,17 @@ def stop16(site: Site, station: str, ref: str, at: datetime, register_wh: int) -
     site.desk.stop(station, StopIn(ref, register_wh, stamp(at), at, "EVDisconnected", None))
 
 
-def bill_lines(site: Site, account: str) -> list[tuple[str, int, Decimal]]:
+def bills(site: Site) -> dict[str, list[tuple[str, int, Decimal]]]:
+    """Issue March's bills: (kind, Wh, amount) of each line, by account."""
     with site.engine.begin() as conn:
-        bills = issue_cycle(
+        issued = issue_cycle(
             conn, site.service.registry().utility, "2026-03", site.clock() + timedelta(days=40)
         )
-    bill = next(b for b in bills if b.account_id == account)
-    return [(line.kind, line.energy_wh, line.amount) for line in bill.lines]
+    return {b.account_id: [(x.kind, x.energy_wh, x.amount) for x in b.lines] for b in issued}
+
+
+def bill_lines(site: Site, account: str) -> list[tuple[str, int, Decimal]]:
+    return bills(site)[account]
 
 
 def metered_wh(site: Site, premise: str) -> int:
@@ -197,3 +201,146 @@ def test_a_lower_stop_register_without_a_restart_is_quarantined(site: Site) -> N
     assert metered_wh(site, "PGX-P-ALICE") == 800
     with site.engine.connect() as conn:
         assert conn.execute(select(s.sessions.c.reported_energy_wh)).scalar_one() == 800
+
+
+# --- one failing message never fails the rest of its group commit ----------------------------
+
+POISON_WH = 1_234_567  # a register value the database is made to refuse, below
+
+
+def poison_the_samples_table(engine: Engine) -> None:
+    """A trigger refusing one register value: a message whose storing fails whatever it
+    is retried with (what a 2^31 register was on PostgreSQL's int4)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "CREATE FUNCTION evroam_test_poison() RETURNS trigger AS $$ BEGIN "
+                    f"IF NEW.register_wh = {POISON_WH} THEN RAISE EXCEPTION 'poisoned'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER evroam_test_poison BEFORE INSERT ON ocpp_meter_samples "
+                    "FOR EACH ROW EXECUTE FUNCTION evroam_test_poison()"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER evroam_test_poison BEFORE INSERT ON ocpp_meter_samples "
+                    f"WHEN NEW.register_wh = {POISON_WH} BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+                )
+            )
+
+
+def test_a_poison_message_fails_alone_and_its_group_commits(site: Site) -> None:
+    poison_the_samples_table(site.engine)
+    alice = start16(site, ALICE_CS, T0, 1000, "PGX-PEV-ALICE")
+    acme = start16(site, ACME_CS, T0, 50_000, "PGX-PEV-BOB")
+    # one group commit: Acme's two quarters around Alice's poisoned sample
+    outcomes = site.desk.samples_many(
+        [ACME_CS, ALICE_CS, ACME_CS],
+        [
+            meter(acme, T0 + QUARTER, 51_800),
+            meter(alice, T0 + QUARTER, POISON_WH),
+            meter(acme, T0 + 2 * QUARTER, 53_600),
+        ],
+    )
+    assert outcomes == [None, None, None]  # all acknowledged: the poison is set aside
+    assert [(q[0], q[1], q[2]) for q in quarantined(site)] == [(ALICE_CS, "store_failed", alice)]
+    with site.engine.connect() as conn:
+        samples = conn.execute(
+            select(s.ocpp_meter_samples.c.station_id, s.ocpp_meter_samples.c.register_wh)
+        ).all()
+    assert sorted(tuple(r) for r in samples) == [(ACME_CS, 51_800), (ACME_CS, 53_600)]
+    assert metered_wh(site, "PGX-P-ACME") == 3600
+    # Alice's later samples go on from her last stored register (1000)
+    site.desk.samples_many([ALICE_CS], [meter(alice, T0 + 2 * QUARTER, 2800)])
+    stop16(site, ALICE_CS, alice, T0 + 3 * QUARTER, 3700)
+    stop16(site, ACME_CS, acme, T0 + 3 * QUARTER, 55_400)
+    assert metered_wh(site, "PGX-P-ALICE") == 2700
+    assert metered_wh(site, "PGX-P-ACME") == 5400
+    issued = bills(site)
+    # Acme hosts Bob's PEV and pays at its program's rate, off-peak 0.12000:
+    # 5.4 kWh = 0.648 -> 0.65
+    assert issued["PGX-A-2003"] == [("energy", 5400, Decimal("0.65"))]
+    # Alice at home, off-peak 0.12000: 2.7 kWh = 0.324 -> 0.32, and the TOU program's 2.00
+    assert issued["PGX-A-1001"] == [
+        ("energy", 2700, Decimal("0.32")),
+        ("program_charge", 0, Decimal("2.00")),
+    ]
+
+
+def test_a_group_the_database_cannot_take_at_all_is_answered_not_stored(site: Site) -> None:
+    """The database gone: nothing to isolate, every message is answered InternalError and
+    sent again by its station; none is quarantined as poison."""
+    alice = start16(site, ALICE_CS, T0, 1000, "PGX-PEV-ALICE")
+    healthy = site.desk.engine
+    site.desk.engine = create_engine(
+        "postgresql+psycopg://nobody@127.0.0.1:1/none"
+        if healthy.dialect.name == "postgresql"
+        else "sqlite:////nonexistent-dir/evroam.db"
+    )
+    outcomes = site.desk.samples_many(
+        [ALICE_CS, ALICE_CS],
+        [meter(alice, T0 + QUARTER, 2800), meter(alice, T0 + 2 * QUARTER, 4600)],
+    )
+    site.desk.engine = healthy
+    assert [o is not None and o.startswith("not stored") for o in outcomes] == [True, True]
+    assert quarantined(site) == []
+    site.desk.samples_many([ALICE_CS], [meter(alice, T0 + 2 * QUARTER, 4600)])  # sent again
+    stop16(site, ALICE_CS, alice, T0 + 3 * QUARTER, 5500)
+    assert metered_wh(site, "PGX-P-ALICE") == 4500
+
+
+def event201(
+    ref: str, kind: str, seq: int, at: datetime, register_wh: int, token: str | None = None
+) -> EventIn:
+    """A 2.0.1 TransactionEvent at EVSE 1 carrying one register sample."""
+    context = {"Started": "Transaction.Begin", "Ended": "Transaction.End"}.get(kind)
+    return EventIn(
+        event_type=kind,
+        transaction_ref=ref,
+        seq_no=seq,
+        stamped=stamp(at),
+        at=at,
+        trigger_reason="MeterValuePeriodic",
+        offline=False,
+        evse_id=1,
+        pev_id=token,
+        has_token=token is not None,
+        stopped_reason="EVDisconnected" if kind == "Ended" else None,
+        samples=[RegisterSample(at, register_wh, context)],
+        payload={"seq_no": seq, "register": register_wh},
+    )
+
+
+def grouped(event: EventIn) -> SamplesIn:
+    """A TransactionEvent as the edge hands it to the group commit."""
+    return SamplesIn(event.transaction_ref, 1, event.samples, (), None, event)
+
+
+def test_an_event_committing_on_its_own_in_a_failed_group_loses_no_reading(site: Site) -> None:
+    """Acme's Updated seqNo 1 joins the group; seqNo 2 carries an idToken, so it takes the
+    general path and commits on its own, reading seqNo 1's chain: seqNo 1 must be stored
+    before it. Then Alice's poison fails the group, which is stored again in halves."""
+    poison_the_samples_table(site.engine)
+    alice = start16(site, ALICE_CS, T0, 1000, "PGX-PEV-ALICE")
+    site.desk.event(ACME_CS, event201("TX-A", "Started", 0, T0, 50_000))
+    outcomes = site.desk.samples_many(
+        [ACME_CS, ACME_CS, ALICE_CS],
+        [
+            grouped(event201("TX-A", "Updated", 1, T0 + QUARTER, 51_800)),
+            grouped(event201("TX-A", "Updated", 2, T0 + 2 * QUARTER, 53_600, "PGX-PEV-BOB")),
+            meter(alice, T0 + QUARTER, POISON_WH),
+        ],
+    )
+    assert outcomes == [None, None, None]
+    site.desk.event(ACME_CS, event201("TX-A", "Ended", 3, T0 + 3 * QUARTER, 55_400))
+    assert [q[1] for q in quarantined(site)] == ["store_failed"]
+    assert metered_wh(site, "PGX-P-ACME") == 5400  # 1800 a quarter, none lost
+    with site.engine.connect() as conn:
+        gaps = conn.execute(select(func.count()).select_from(s.ocpp_seq_gaps)).scalar_one()
+    assert gaps == 0
