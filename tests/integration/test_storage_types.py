@@ -212,3 +212,41 @@ def test_a_sum_of_wh_comes_back_an_int(engine: Engine) -> None:
     with engine.connect() as conn:
         total = conn.execute(select(func.sum(s.interval_readings.c.energy_wh))).scalar_one()
     assert type(total) is int and total == 2 * ABOVE_INT4
+
+
+# --- instants a charger's clock may send: year 1 to 9999 (issue 15) --------------------------
+
+
+def test_utc_datetime_keeps_years_1_and_9999_in_order(engine: Engine, table: Table) -> None:
+    """Quarantined stamps are stored as sent: they must read back, and sort, on both."""
+    far = {
+        1: datetime(1, 1, 1, tzinfo=UTC),
+        2: datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC),
+        3: datetime(2026, 3, 4, 6, 0, tzinfo=UTC),
+        4: datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    }
+    for row_id in (4, 2, 3, 1):
+        put(engine, id=row_id, at=far[row_id])
+    with engine.connect() as conn:
+        back = conn.execute(select(samples.c.id, samples.c.at).order_by(samples.c.at)).all()
+    assert [tuple(r) for r in back] == sorted(far.items())
+
+
+def test_postgres_sessions_read_years_1_and_9999_in_any_server_zone(pg_database: Any) -> None:
+    """A server whose zone is not UTC (here: asked for Los Angeles) would hand year 1 back
+    as year 0, which psycopg refuses; evroam's sessions are always in UTC."""
+    from evroam.db.engine import make_engine
+
+    engine = make_engine(
+        pg_database.render_as_string(hide_password=False),
+        connect_args={"options": "-c timezone=America/Los_Angeles"},
+    )
+    try:
+        scratch.create_all(engine)
+        put(engine, id=1, at=datetime(1, 1, 1, tzinfo=UTC))
+        put(engine, id=2, at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+        assert get(engine, "at", 1) == datetime(1, 1, 1, tzinfo=UTC)
+        assert get(engine, "at", 2) == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    finally:
+        scratch.drop_all(engine)
+        engine.dispose()

@@ -59,6 +59,11 @@ def test_instants_are_aware_utc() -> None:
     assert parse_instant("2026-03-04T06:00:00") == T0  # naive: OCPP stamps are UTC
     with pytest.raises(BadPayload):
         parse_instant("yesterday")
+    assert parse_instant("0001-01-01T00:00:00Z") == datetime(1, 1, 1, tzinfo=UTC)
+    assert parse_instant("9999-12-31T23:59:59Z") == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    for beyond in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):  # year 0, 10000
+        with pytest.raises(BadPayload, match="bad_timestamp: out of range in UTC"):
+            parse_instant(beyond)
 
 
 def test_impossible_stamps_are_named() -> None:

@@ -89,7 +89,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
         value = value.astimezone(UTC)
-        return value.strftime(_SQLITE_FORMAT) if dialect.name == "sqlite" else value
+        if dialect.name == "sqlite":
+            # isoformat, not strftime: strftime writes year 1 as "1", not "0001", and that
+            # text neither sorts nor reads back (a charger's clock may send year 1).
+            return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

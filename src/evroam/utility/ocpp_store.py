@@ -184,8 +184,7 @@ def _bound(
 def instant_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
     """What ``UtcDateTime.process_bind_param`` makes of an instant, for the hot path: a
     batch repeats its instants (a chain's last sample is the sample just stored, interval
-    boundaries are clock-aligned), so on SQLite each text is made once and remembered, with
-    ``isoformat`` (cheaper than the processor's strftime, the same text from year 1000)."""
+    boundaries are clock-aligned), so on SQLite each text is made once and remembered."""
     column_type = UtcDateTime()
 
     def process(value: datetime | None) -> Any:

@@ -47,15 +47,18 @@ class BadPayload(ValueError):
 def parse_instant(text: Any) -> datetime:
     """An OCPP dateTime (RFC 3339, 'Z' or an offset) as an aware UTC instant."""
     if not isinstance(text, str):
-        raise BadPayload("bad_timestamp", f"not a date-time: {text!r}")
+        raise BadPayload("bad_timestamp", f"not a date-time: {str(text)[:40]!r}")
     try:
         value = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
-        raise BadPayload("bad_timestamp", f"not a date-time: {text!r}") from None
+        raise BadPayload("bad_timestamp", f"not a date-time: {text[:40]!r}") from None
     if value.tzinfo is None or value.utcoffset() is None:
         # OCPP requires UTC; a naive stamp is a station bug, but its digits are UTC.
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise BadPayload("bad_timestamp", f"out of range in UTC: {text[:40]!r}") from None
 
 
 def format_instant(value: datetime) -> str:
