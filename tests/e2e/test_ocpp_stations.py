@@ -19,6 +19,7 @@ import contextlib
 import copy
 import datetime as dt
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -820,9 +821,12 @@ def test_v16_a_1970_timestamp_is_quarantined_and_never_billed(utility: Utility) 
     assert metered_wh(utility) == 3600  # the session's register rise, none from 1970
 
 
-def test_v16_meter_register_reset_is_detected_and_counted_from_the_new_value(
+def test_v16_meter_register_reset_after_a_reboot_is_counted_from_the_new_value(
     utility: Utility,
 ) -> None:
+    """A lower register is a reset only when the station restarted (docs/ocpp.md): it
+    boots again between the samples; nothing is counted across the restart."""
+
     async def scenario() -> None:
         async with connected(utility, ALICE_CS, "1.6") as station:
             await boot16(station)
@@ -837,6 +841,8 @@ def test_v16_meter_register_reset_is_detected_and_counted_from_the_new_value(
             )
             tx = started.transaction_id
             for k, register in enumerate([REGISTER0 + 1800, 500, 2300], start=1):
+                if register == 500:  # the station restarted, its register from 0
+                    await boot16(station)
                 await station.call(
                     call16.MeterValues(
                         connector_id=1,
@@ -859,7 +865,153 @@ def test_v16_meter_register_reset_is_detected_and_counted_from_the_new_value(
             )
         ).all()
     assert [tuple(r) for r in resets] == [(REGISTER0 + 1800, 500)]
-    assert metered_wh(utility) == 1800 + 500 + 1800
+    assert quarantined(utility) == []
+    # 1800 before the restart, none across it (the register then is unknown), 1800 after
+    assert metered_wh(utility) == 1800 + 1800
+
+
+# Stamps a station's clock can send (issue 15), and the quarantine reason each gets: the
+# offset ones are not even a Python datetime once in UTC.
+IMPLAUSIBLE = [
+    ("0001-01-01T00:00:00Z", "clock_unset"),
+    ("9999-12-31T23:59:59.999Z", "future"),
+    ("0001-01-01T00:00:00+01:00", "bad_timestamp"),
+    ("9999-12-31T23:59:59-01:00", "bad_timestamp"),
+]
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(("stamped", "reason"), IMPLAUSIBLE)
+def test_v16_a_stamp_of_year_1_or_9999_is_quarantined_and_the_rest_billed(
+    utility: Utility, caplog: pytest.LogCaptureFixture, stamped: str, reason: str
+) -> None:
+    """An offline queue may carry any stamp: every message is acknowledged, the implausible
+    sample and stop are quarantined, never used in arithmetic, and the session closes at its
+    last plausible instant."""
+
+    async def scenario() -> None:
+        async with connected(utility, ALICE_CS, "1.6") as station:
+            await boot16(station)
+            utility.clock.set(T0 + timedelta(hours=3))
+            started = await station.call(
+                call16.StartTransaction(
+                    connector_id=1,
+                    id_tag="PGX-PEV-ALICE",
+                    meter_start=REGISTER0,
+                    timestamp=stamp(T0),
+                ),
+                suppress=False,
+            )
+            tx = started.transaction_id
+            await station.call(
+                call16.StatusNotification(
+                    connector_id=1, error_code="NoError", status="Charging", timestamp=stamped
+                ),
+                suppress=False,
+            )
+            for at, register in (
+                (stamp(T0 + QUARTER), REGISTER0 + 1800),
+                (stamped, REGISTER0 + 2700),
+                (stamp(T0 + 2 * QUARTER), REGISTER0 + 3600),
+            ):
+                value = [{"timestamp": at, "sampledValue": [{"value": str(register)}]}]
+                await station.call(
+                    call16.MeterValues(connector_id=1, transaction_id=tx, meter_value=value),
+                    suppress=False,
+                )
+            await station.call(
+                call16.StopTransaction(
+                    meter_stop=REGISTER0 + 5400, timestamp=stamped, transaction_id=tx
+                ),
+                suppress=False,
+            )
+
+    asyncio.run(scenario())
+    assert errors_logged(caplog) == []
+    held = quarantined(utility)
+    assert [(q["action"], q["reason"]) for q in held] == [
+        ("MeterValues", reason),
+        ("StopTransaction", reason),
+    ]
+    session = session_row(utility, "PGX-P-ALICE")
+    assert (session["plugged_in_at"], session["ended_at"]) == (T0, T0 + 2 * QUARTER)
+    assert session["reported_energy_wh"] == 3600
+    assert metered_wh(utility) == 3600  # the plausible samples' rise, nothing else
+    # 3.6 kWh off-peak x 0.12000 = 0.432 -> 0.43, and the TOU program's 2.00
+    assert bill_lines(utility, "PGX-A-1001") == [
+        ("energy", 3600, Decimal("0.43")),
+        ("program_charge", 0, Decimal("2.00")),
+    ]
+
+
+@pytest.mark.parametrize(("stamped", "reason"), IMPLAUSIBLE)
+def test_v201_a_stamp_of_year_1_or_9999_is_quarantined_and_the_rest_billed(
+    utility: Utility, caplog: pytest.LogCaptureFixture, stamped: str, reason: str
+) -> None:
+    def sampled(at: str, register_wh: int, context: str) -> list[dict[str, Any]]:
+        value = {"value": register_wh, "context": context, "unit_of_measure": {"unit": "Wh"}}
+        return [{"timestamp": at, "sampled_value": [value]}]
+
+    def event(kind: str, seq: int, at: str, register_wh: int) -> Any:
+        context = {"Started": "Transaction.Begin", "Ended": "Transaction.End"}
+        return call201.TransactionEvent(
+            event_type=kind,
+            timestamp=at,
+            trigger_reason="EVDeparted" if kind == "Ended" else "MeterValuePeriodic",
+            seq_no=seq,
+            transaction_info={"transaction_id": "TX-Y", "charging_state": "Charging"},
+            evse={"id": 1, "connector_id": 1} if kind == "Started" else None,
+            id_token={"id_token": "PGX-PEV-ALICE", "type": "ISO14443"}
+            if kind == "Started"
+            else None,
+            meter_value=sampled(at, register_wh, context.get(kind, "Sample.Periodic")),
+        )
+
+    async def scenario() -> None:
+        async with connected(utility, ALICE_CS, "2.0.1") as station:
+            await boot201(station)
+            utility.clock.set(T0 + timedelta(hours=3))
+            await station.call(
+                call201.StatusNotification(
+                    timestamp=stamped, connector_status="Occupied", evse_id=1, connector_id=1
+                ),
+                suppress=False,
+            )
+            await station.call(event("Started", 0, stamp(T0), REGISTER0), suppress=False)
+            needs = NEEDS | {"departure_time": stamped}
+            answer = await station.call(
+                call201.NotifyEVChargingNeeds(charging_needs=needs, evse_id=1), suppress=False
+            )
+            # year 1 is in the past: the default dwell plans it; 9999 is refused as beyond
+            # the planning horizon, the out-of-range ones as unreadable: no plan
+            assert answer.status == ("Accepted" if reason == "clock_unset" else "Rejected")
+            for message in (
+                event("Updated", 1, stamp(T0 + QUARTER), REGISTER0 + 1800),
+                event("Updated", 2, stamped, REGISTER0 + 2700),
+                event("Updated", 3, stamp(T0 + 2 * QUARTER), REGISTER0 + 3600),
+                event("Ended", 4, stamped, REGISTER0 + 5400),
+            ):
+                await station.call(message, suppress=False)
+
+    asyncio.run(scenario())
+    assert errors_logged(caplog) == []
+    held = quarantined(utility)
+    assert [(q["action"], q["reason"]) for q in held] == [("TransactionEvent", reason)] * 2
+    session = session_row(utility, "PGX-P-ALICE")
+    assert (session["plugged_in_at"], session["ended_at"]) == (T0, T0 + 2 * QUARTER)
+    assert session["reported_energy_wh"] == 3600
+    assert metered_wh(utility) == 3600
+    with utility.engine.connect() as conn:  # every event recorded, its stamp as sent
+        events = conn.execute(select(s.ocpp_tx_events.c.seq_no)).scalars().all()
+        gaps = conn.execute(select(func.count()).select_from(s.ocpp_seq_gaps)).scalar_one()
+    assert (sorted(events), gaps) == ([0, 1, 2, 3, 4], 0)
+    assert bill_lines(utility, "PGX-A-1001") == [
+        ("energy", 3600, Decimal("0.43")),
+        ("program_charge", 0, Decimal("2.00")),
+    ]
 
 
 ONE_SAMPLE = [{"timestamp": "2026-03-04T06:00:00Z", "sampledValue": [{"value": "1"}]}]

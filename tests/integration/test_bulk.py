@@ -31,6 +31,18 @@ def test_bulk_insert_keeps_every_digit_and_the_scale(engine: Engine) -> None:
         assert stored == ["123456789012.123456789", "2.40", "-0.10"]
 
 
+def test_bulk_insert_writes_wh_past_2_31(engine: Engine) -> None:
+    """A ledger line of 3,000,000,000 Wh through the binary COPY: int8, not int4 (issue 15)."""
+    columns = (
+        "utility_id", "account_id", "premise_id", "cycle", "kind", "label",
+        "energy_wh", "amount", "currency", "created_at",
+    )  # fmt: skip
+    row = ("U", "A1", "P1", "2026-03", "energy", "flat", 3_000_000_000, Decimal("0"), "USD", WHEN)
+    with engine.begin() as conn:
+        assert bulk_insert(conn, s.charges, columns, [row]) == 1
+        assert conn.execute(select(s.charges.c.energy_wh)).scalar_one() == 3_000_000_000
+
+
 def test_bulk_set_updates_exactly_the_named_ids(engine: Engine) -> None:
     with engine.begin() as conn:
         bulk_insert(

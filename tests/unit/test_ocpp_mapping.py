@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from random import Random
 
 import pytest
 from hypothesis import given
@@ -58,6 +59,11 @@ def test_instants_are_aware_utc() -> None:
     assert parse_instant("2026-03-04T06:00:00") == T0  # naive: OCPP stamps are UTC
     with pytest.raises(BadPayload):
         parse_instant("yesterday")
+    assert parse_instant("0001-01-01T00:00:00Z") == datetime(1, 1, 1, tzinfo=UTC)
+    assert parse_instant("9999-12-31T23:59:59Z") == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    for beyond in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):  # year 0, 10000
+        with pytest.raises(BadPayload, match="bad_timestamp: out of range in UTC"):
+            parse_instant(beyond)
 
 
 def test_impossible_stamps_are_named() -> None:
@@ -120,13 +126,50 @@ def test_a_retried_or_late_sample_is_not_applied() -> None:
     assert chain.energy_wh == 1800
 
 
-def test_a_register_reset_counts_from_the_new_value() -> None:
+def billed(chain: Chain, *samples: tuple[int, int], restart_before: int | None = None) -> int:
+    """Apply (minutes after T0, register) in arrival order, close; the Wh in the intervals.
+    ``restart_before``: the station restarted just before the sample of that index."""
+    emitted = []
+    for k, (minutes, register) in enumerate(samples):
+        sample = RegisterSample(T0 + timedelta(minutes=minutes), register)
+        emitted += advance(chain, sample, restarted=k == restart_before).intervals
+    emitted += close(chain, None).intervals
+    return sum(wh for _, wh in emitted)
+
+
+def test_a_lower_register_without_a_restart_is_set_aside_not_taken_for_a_reset() -> None:
+    # 1000 at the start, 1500, then 1200 stamped later (a late or misstamped sample), 2000:
+    # the register's true rise is 2000 - 1000 = 1000 Wh (taken for a reset: 2500)
+    assert billed(Chain.start(T0, 1000, 900), (15, 1500), (30, 1200), (45, 2000)) == 1000
     chain = Chain.start(T0, 1000, 900)
-    step = advance(chain, RegisterSample(T0 + Q, 2800))
-    step = advance(chain, RegisterSample(T0 + 2 * Q, 300))
-    assert step.reset == (2800, 300)
-    assert step.intervals == [(T0 + Q, 300)]
-    assert chain.energy_wh == 2100
+    assert advance(chain, RegisterSample(T0 + Q, 1500)).applied
+    step = advance(chain, RegisterSample(T0 + 2 * Q, 1200))
+    assert (step.applied, step.lower, step.reset, step.intervals) == (False, True, None, [])
+    assert (chain.last_at, chain.last_register_wh, chain.energy_wh) == (T0 + Q, 1500, 500)
+
+
+def test_a_lower_register_after_a_restart_is_a_reset_counted_from_itself() -> None:
+    # 1000, 1500, the station restarts, 200, 700: 500 + 500 = 1000 Wh, nothing across the
+    # restart (the register's value when it restarted is not known)
+    chain = Chain.start(T0, 1000, 900)
+    assert billed(chain, (15, 1500), (30, 200), (45, 700), restart_before=1) == 1000
+    chain = Chain.start(T0, 1000, 900)
+    advance(chain, RegisterSample(T0 + Q, 1500))
+    step = advance(chain, RegisterSample(T0 + 2 * Q, 200), restarted=True)
+    assert (step.applied, step.lower, step.reset) == (True, False, (1500, 200))
+    assert step.intervals == []  # the quarter 06:15-06:30 drew nothing that is known
+    assert chain.energy_wh == 500
+    # a restart does not make a higher register anything but a rise
+    assert advance(chain, RegisterSample(T0 + 3 * Q, 700), restarted=True).reset is None
+    assert chain.energy_wh == 1000
+
+
+def test_a_lower_stop_register_without_a_restart_is_not_billed() -> None:
+    chain = Chain.start(T0, 1000, 900)
+    advance(chain, RegisterSample(T0 + Q, 1500))
+    step = close(chain, RegisterSample(T0 + 2 * Q, 1100))
+    assert (step.applied, step.lower, step.intervals) == (False, True, [])
+    assert (chain.last_register_wh, chain.energy_wh) == (1500, 500)
 
 
 @given(
@@ -143,18 +186,38 @@ def test_intervals_are_aligned_and_sum_to_the_register_rise(
     start = T0 + timedelta(seconds=offset_s)
     chain = Chain.start(start, 10_000, 900)
     at, register, expected, emitted = start, 10_000, 0, []
-    for seconds, wh, reset in steps:
+    for seconds, wh, restart in steps:
         at += timedelta(seconds=seconds)
-        if reset and wh < register:  # the register went down: a reset to 0, then wh
-            register, expected = wh, expected + wh
+        if restart and wh < register:  # the station restarted, its register now reads wh
+            register = wh  # the reset itself counts nothing
         else:
             register, expected = register + wh, expected + wh
-        emitted += advance(chain, RegisterSample(at, register)).intervals
+        emitted += advance(chain, RegisterSample(at, register), restarted=restart).intervals
     emitted += close(chain, None).intervals
     assert sum(wh for _, wh in emitted) == expected
     assert all(is_aligned(s, 900) and wh > 0 for s, wh in emitted)
     starts = [s for s, _ in emitted]
     assert starts == sorted(set(starts))
+
+
+@given(
+    st.lists(st.integers(0, 50_000), min_size=1, max_size=25).map(sorted),
+    st.randoms(use_true_random=False),
+    st.booleans(),
+)
+def test_registers_arriving_in_any_order_never_bill_more_than_the_true_rise(
+    registers: list[int], rng: Random, start_known: bool
+) -> None:
+    """A monotone register sampled and sent in any order, each stamped as it arrives (a
+    station replaying a queue with a wrong clock), without a restart: billed Wh never
+    exceed the register's true rise, max - min."""
+    arrival = registers[1:]
+    rng.shuffle(arrival)
+    chain = Chain.start(T0, registers[0] if start_known else None, 900)
+    if not start_known:
+        arrival = [registers[0], *arrival]
+    samples = [(5 * (k + 1), register) for k, register in enumerate(arrival)]
+    assert billed(chain, *samples) <= max(registers) - min(registers)
 
 
 def test_a_delayed_plan_holds_the_station_at_zero_until_its_first_slot() -> None:

@@ -41,7 +41,18 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # pool_recycle, not pre_ping: a ping per checkout costs a round trip on every request.
-    return create_engine(url, pool_recycle=1800, **kwargs)
+    engine = create_engine(url, pool_recycle=1800, **kwargs)
+    event.listen(engine, "connect", _postgres_utc)
+    return engine
+
+
+def _postgres_utc(dbapi_connection: Any, _record: Any) -> None:
+    """Sessions in UTC whatever the server's zone: instants come back in UTC, and one a
+    charger stamped in year 1 or 9999 stays a Python datetime (in a zone west or east of
+    UTC it would be year 0 or 10000, which psycopg cannot return)."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

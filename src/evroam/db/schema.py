@@ -24,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from evroam.db.types import ExactDecimal, UtcDateTime
+from evroam.db.types import ExactDecimal, UtcDateTime, WattHours
 
 metadata = MetaData(
     naming_convention={
@@ -199,7 +199,7 @@ sessions = Table(
     Column("energy_request", Text),  # the PEV's EnergyRequest as JSON
     Column("energy_available", Text),  # the utility's answer as JSON
     Column("ended_at", UtcDateTime),
-    Column("reported_energy_wh", Integer),
+    Column("reported_energy_wh", WattHours),
     Column("metered", Boolean),
     Column("closed", Boolean, nullable=False, default=False),
     # roaming (seed 1.6.4): the PEV's home utility as the clearinghouse confirmed it, the
@@ -218,7 +218,7 @@ interval_readings = Table(
     _id("premise_id", nullable=False),
     _id("pev_id"),
     Column("interval_s", Integer, nullable=False),
-    Column("energy_wh", Integer, nullable=False),
+    Column("energy_wh", WattHours, nullable=False),
 )
 
 session_reports = Table(
@@ -230,7 +230,7 @@ session_reports = Table(
     _id("pev_id"),
     Column("started_at", UtcDateTime, nullable=False),
     Column("ended_at", UtcDateTime, nullable=False),
-    Column("energy_wh", Integer, nullable=False),
+    Column("energy_wh", WattHours, nullable=False),
     Column("metered", Boolean, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     # "gateway", or "utility" when the utility closed a session its gateway fell silent on;
@@ -255,7 +255,7 @@ charges = Table(
     Column("label", String(64), nullable=False),
     _id("tariff_id"),
     Column("price_per_kwh", ExactDecimal),
-    Column("energy_wh", Integer, nullable=False),
+    Column("energy_wh", WattHours, nullable=False),
     Column("amount", ExactDecimal, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("corrects_id", Integer, ForeignKey("charges.id")),
@@ -276,7 +276,7 @@ roaming_claims = Table(
     _id("premise_id", nullable=False),
     _id("session_id", nullable=False),
     Column("seq", Integer, nullable=False),
-    Column("energy_wh", Integer, nullable=False),  # signed: a credit is negative
+    Column("energy_wh", WattHours, nullable=False),  # signed: a credit is negative
     Column("amount", ExactDecimal, nullable=False),  # signed
     Column("body", Text, nullable=False),  # the ChargeTransaction as sent
     Column("created_at", UtcDateTime, nullable=False),
@@ -325,7 +325,7 @@ bill_lines = Table(
     Column("kind", String(24), nullable=False),
     Column("description", String(300), nullable=False),
     Column("label", String(64)),
-    Column("energy_wh", Integer, nullable=False),
+    Column("energy_wh", WattHours, nullable=False),
     Column("price_per_kwh", ExactDecimal),
     Column("amount", ExactDecimal, nullable=False),
     Column("sessions", Text, nullable=False),  # JSON list of session ids behind the line
@@ -368,7 +368,7 @@ event_participation = Table(
     _id("pev_id", nullable=False),
     _id("account_id", nullable=False, index=True),
     Column("cycle", String(7), nullable=False),
-    Column("curtailed_wh", Integer, nullable=False),
+    Column("curtailed_wh", WattHours, nullable=False),
     Column("credit", ExactDecimal, nullable=False),
     Column("bill_id", String(64)),
 )
@@ -529,7 +529,7 @@ ch_transactions = Table(
     _id("session_id", nullable=False),
     Column("billing_option", String(16), nullable=False),
     Column("end_at", UtcDateTime, nullable=False),
-    Column("energy_wh", Integer, nullable=False),
+    Column("energy_wh", WattHours, nullable=False),
     Column("owed", ExactDecimal, nullable=False),  # signed: negative for a credit
     Column("currency", String(3), nullable=False),
     Column("credit", Boolean, nullable=False),
@@ -645,7 +645,7 @@ ocpp_transactions = Table(
     Column("id_token", String(64)),
     Column("start_key", String(64)),  # 1.6: digest of the StartTransaction, for retries
     Column("started_at", UtcDateTime, nullable=False),
-    Column("meter_start_wh", Integer),
+    Column("meter_start_wh", WattHours),
     Column("bind_done", Boolean, nullable=False),
     Column("bound", Boolean, nullable=False),
     Column("incentive", Boolean, nullable=False),
@@ -653,14 +653,14 @@ ocpp_transactions = Table(
     Column("message", String(200)),
     # the register chain: the last sample applied, and the energy since the start
     Column("last_at", UtcDateTime, nullable=False),
-    Column("last_register_wh", Integer),
-    Column("energy_wh", Integer, nullable=False),
+    Column("last_register_wh", WattHours),
+    Column("energy_wh", WattHours, nullable=False),
     # interval readings are emitted up to this EUMD interval boundary
     Column("boundary_at", UtcDateTime, nullable=False),
-    Column("boundary_wh", Integer, nullable=False),
+    Column("boundary_wh", WattHours, nullable=False),
     Column("stopped", Boolean, nullable=False),
     Column("stopped_at", UtcDateTime),
-    Column("stop_register_wh", Integer),
+    Column("stop_register_wh", WattHours),
     Column("stop_reason", String(32)),
     Column("reported", Boolean, nullable=False),
     Column("max_seq_no", Integer, nullable=False),
@@ -680,7 +680,7 @@ ocpp_meter_samples = Table(
     Column("station_id", String(48), primary_key=True),
     Column("transaction_ref", String(64), primary_key=True),
     Column("sampled_at", UtcDateTime, primary_key=True),
-    Column("register_wh", Integer, nullable=False),
+    Column("register_wh", WattHours, nullable=False),
     Column("applied", Boolean, nullable=False),  # False: late (behind the chain), kept only
 )
 
@@ -714,8 +714,8 @@ ocpp_register_resets = Table(
     Column("station_id", String(48), nullable=False),
     Column("transaction_ref", String(64), nullable=False),
     Column("at", UtcDateTime, nullable=False),
-    Column("register_before_wh", Integer, nullable=False),
-    Column("register_after_wh", Integer, nullable=False),
+    Column("register_before_wh", WattHours, nullable=False),
+    Column("register_after_wh", WattHours, nullable=False),
     Column("detected_at", UtcDateTime, nullable=False),
 )
 

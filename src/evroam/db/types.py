@@ -2,7 +2,8 @@
 
 SQLite stores NUMERIC as a float (123456789012.123456789 comes back ...123458862) and
 drops the offset of DATETIME values; there we store decimals as text and instants as
-fixed-width UTC text. PostgreSQL gets NUMERIC and timestamptz.
+fixed-width UTC text. PostgreSQL gets NUMERIC and timestamptz. Energy (Wh, and meter
+registers in Wh) is 64 bits everywhere: WattHours.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Numeric, String
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
@@ -39,6 +40,34 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
+_NUMERIC_OID = 1700  # PostgreSQL's numeric, as psycopg names a result column's type
+
+
+class WattHours(TypeDecorator[int]):
+    """Integer Wh in 64 bits: a busy DC station's lifetime register passes 2^31 Wh.
+
+    BIGINT on PostgreSQL. SQLite's INTEGER already holds 64 bits whatever the declared
+    name, so there the column stays INTEGER (a migrated database and a new one agree, and
+    no table is rebuilt for nothing). PostgreSQL sums a bigint as numeric: such a sum comes
+    back as an int, so no Decimal leaks into energy arithmetic.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Integer())
+        return dialect.type_descriptor(BigInteger())
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        # Only a numeric result (a SUM) is converted: plain column reads on the hot paths
+        # keep the driver's int untouched.
+        if coltype != _NUMERIC_OID:
+            return None
+        return lambda value: None if value is None else int(value)
+
+
 _SQLITE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -60,7 +89,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
         value = value.astimezone(UTC)
-        return value.strftime(_SQLITE_FORMAT) if dialect.name == "sqlite" else value
+        if dialect.name == "sqlite":
+            # isoformat, not strftime: strftime writes year 1 as "1", not "0001", and that
+            # text neither sorts nor reads back (a charger's clock may send year 1).
+            return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

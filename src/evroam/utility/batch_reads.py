@@ -148,9 +148,9 @@ def staged_readings(conn: Connection, batch: Sequence[Mapping[str, Any]]) -> Col
     return np.concatenate([metered, report])
 
 
-# One reading as PostgreSQL packs it below: code int4, start int8, interval int4, Wh int4,
-# big-endian (what int4send / int8send give).
-_PACKED = np.dtype([("code", ">i4"), ("start", ">i8"), ("interval", ">i4"), ("wh", ">i4")])
+# One reading as PostgreSQL packs it below: code int4, start int8, interval int4, Wh int8
+# (a WattHours column is BIGINT), big-endian (what int4send / int8send give).
+_PACKED = np.dtype([("code", ">i4"), ("start", ">i8"), ("interval", ">i4"), ("wh", ">i8")])
 
 
 # Memory the readings' join may use to hash the staged sessions (about 60 bytes each).
@@ -176,7 +176,7 @@ def _metered_readings(conn: Connection) -> Columns:
         packed = (
             "SELECT string_agg(int4send(b.code) "
             "|| int8send(floor(date_part('epoch', r.interval_start_at))::int8) "
-            "|| int4send(r.interval_s) || int4send(r.energy_wh), ''::bytea) "
+            "|| int4send(r.interval_s) || int8send(r.energy_wh), ''::bytea) "
         )
         with driver.cursor(binary=True) as cursor:
             # The join hashes every staged session: with the default 4 MB a month's batch

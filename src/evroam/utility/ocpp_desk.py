@@ -275,8 +275,13 @@ class TransactionDesk(MeterDesk, StationDesk):
             elif stop.at is not None:
                 final = RegisterSample(stop.at, stop.meter_stop_wh, "Transaction.End")
         chain = tx.chain(station.interval_s)
-        step = close(chain, final)
+        restarted = final is not None and self._restarted(station.id, tx, chain, final, batch)
+        step = close(chain, final, restarted=restarted)
         if final is not None:
+            if step.lower:
+                batch.quarantine.append(
+                    self._lower_row(station.id, tx, chain, final, action, payload)
+                )
             batch.samples.append(sample_row(station.id, tx.transaction_ref, final, step.applied))
         tx.take(chain)
         self._took(station, tx, step, chain.last_at, batch)

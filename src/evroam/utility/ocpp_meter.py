@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from evroam.core.errors import Conflict, Refused
 from evroam.core.messages import EnergyAvailable, IntervalReading
-from evroam.protocols.ocpp.mapping import Advance, RegisterSample, advance, implausible
+from evroam.protocols.ocpp.mapping import Advance, Chain, RegisterSample, advance, implausible
 from evroam.protocols.ocpp.port import EventIn, Reply, SamplesIn, StationInfo
 from evroam.utility import ocpp_store as store
 from evroam.utility.ocpp_store import Tx
@@ -165,23 +166,93 @@ class MeterDesk:
 
     # --- meter values (the hot path: many jobs, one commit) ----------------------------------
 
-    def samples_many(self, station_ids: Sequence[str], jobs: Sequence[SamplesIn]) -> None:
-        """Apply a batch of MeterValues; one commit for all (acknowledged after it)."""
-        batch = _Batch()
-        stations = self.stations()
+    def samples_many(
+        self, station_ids: Sequence[str], jobs: Sequence[SamplesIn]
+    ) -> list[str | None]:
+        """Apply a batch of MeterValues in one commit (each acknowledged after it).
+
+        One message the database refuses must not fail its group (other stations' messages
+        among them): a failed group is split in halves and each half stored again, down to
+        the message that fails alone, which is set aside in ocpp_quarantine
+        (``store_failed``) and acknowledged. A message stored before the failure is a retry
+        the second time (the chain applies only later samples), so nothing counts twice.
+        Per job: None (stored or set aside), or why it is not stored (the database is out
+        of reach: the station must send it again).
+        """
+        pairs = list(zip(station_ids, jobs, strict=True))
+        outcomes: list[str | None] = [None] * len(pairs)
+        self._store(pairs, 0, len(pairs), outcomes)
+        return outcomes
+
+    def _store(
+        self,
+        pairs: list[tuple[str, SamplesIn]],
+        lo: int,
+        hi: int,
+        outcomes: list[str | None],
+    ) -> None:
         try:
-            for station_id, job in zip(station_ids, jobs, strict=True):
-                self._samples(stations[station_id], job, batch)
-            try:
-                self._commit(batch, chains_only=True)
-            except Conflict as err:  # a derived reading differs from one held: let the
-                LOG.error("interval readings clash: %s", err)  # service judge each premise
-                self._deliver(batch)
-                self._commit(batch, chains_only=True)
-        except Exception:
-            for tx in batch.touched.values():  # the cache may be ahead of the database
-                self._txs.pop((tx.station_id, tx.transaction_ref), None)
-            raise
+            self._group(pairs[lo:hi])
+        except Exception as err:
+            self._txs.clear()  # the cache may be ahead of the database
+            if _unreachable(err):  # nothing to isolate: every message is sent again
+                LOG.error("MeterValues not stored (%s messages): %s", hi - lo, _cause(err))
+                outcomes[lo:hi] = [f"not stored: {_cause(err)}"[:200]] * (hi - lo)
+                return
+            if hi - lo == 1:
+                outcomes[lo] = self._set_aside(*pairs[lo], err)
+                return
+            LOG.warning(
+                "MeterValues group of %s failed (%s): stored again in halves",
+                hi - lo,
+                _cause(err),
+            )
+            middle = (lo + hi) // 2
+            self._store(pairs, lo, middle, outcomes)
+            self._store(pairs, middle, hi, outcomes)
+
+    def _group(self, pairs: Sequence[tuple[str, SamplesIn]]) -> None:
+        """The messages in one commit, but for an event that needs the general path: what
+        came before it is committed first (the event reads and commits its transaction's
+        state on its own, which must not include samples still uncommitted)."""
+        stations = self.stations()
+        batch = _Batch()
+        for station_id, job in pairs:
+            station = stations[station_id]
+            if job.event is not None and self._own_commit(station, job.event):
+                self._commit_group(batch)
+                batch = _Batch()
+                self.event(station.id, job.event)
+                continue
+            self._samples(station, job, batch)
+        self._commit_group(batch)
+
+    def _commit_group(self, batch: _Batch) -> None:
+        try:
+            self._commit(batch, chains_only=True)
+        except Conflict as err:  # a derived reading differs from one held: let the
+            LOG.error("interval readings clash: %s", err)  # service judge each premise
+            self._deliver(batch)
+            self._commit(batch, chains_only=True)
+
+    def _set_aside(self, station_id: str, job: SamplesIn, err: Exception) -> str | None:
+        """A message that fails alone: quarantined for review and acknowledged (sent again
+        it would fail again and hold its station's queue). None once it is held."""
+        event = job.event
+        LOG.error("%s: a message that cannot be stored is set aside: %s", station_id, _cause(err))
+        try:
+            self.quarantine(
+                station_id,
+                "MeterValues" if event is None else "TransactionEvent",
+                "store_failed",
+                _cause(err),
+                job.payload if event is None else event.payload,
+                transaction_ref=job.transaction_ref if event is None else event.transaction_ref,
+            )
+        except Exception as again:
+            LOG.exception("%s: the message could not be set aside either", station_id)
+            return f"not stored: {_cause(again)}"[:200]
+        return None
 
     def _samples(self, station: StationInfo, job: SamplesIn, batch: _Batch) -> None:
         if job.event is not None:
@@ -250,11 +321,74 @@ class MeterDesk:
                     )
                 )
                 continue
-            step = Advance(False) if tx.stopped else advance(chain, sample)
+            if tx.stopped:
+                step = Advance(False)
+            else:
+                restarted = self._restarted(station.id, tx, chain, sample, batch)
+                step = advance(chain, sample, restarted=restarted)
+            if step.lower:
+                batch.quarantine.append(
+                    self._lower_row(station.id, tx, chain, sample, action, payload)
+                )
             batch.samples.append(sample_row(station.id, tx.transaction_ref, sample, step.applied))
             self._took(station, tx, step, sample.at, batch)
         tx.take(chain)
         batch.touched[tx.id] = tx
+
+    def _restarted(
+        self, station_id: str, tx: Tx, chain: Chain, sample: RegisterSample, batch: _Batch
+    ) -> bool:
+        """Whether a lower register may be a reset: the station restarted (its last
+        BootNotification came after the last sample applied), and that restart has not
+        already reset this transaction's register. Looked up only for a lower sample."""
+        if (
+            chain.last_register_wh is None
+            or sample.register_wh >= chain.last_register_wh
+            or sample.at <= chain.last_at
+        ):
+            return False
+        with self.engine.connect() as conn:
+            booted = store.last_boot(conn, station_id)
+            if booted is None or booted <= chain.last_at:
+                return False
+            if store.reset_since(conn, station_id, tx.transaction_ref, booted):
+                return False
+        return not any(
+            r["station_id"] == station_id
+            and r["transaction_ref"] == tx.transaction_ref
+            and r["detected_at"] >= booted
+            for r in batch.resets
+        )
+
+    def _lower_row(
+        self,
+        station_id: str,
+        tx: Tx,
+        chain: Chain,
+        sample: RegisterSample,
+        action: str,
+        payload: Any,
+    ) -> dict[str, Any]:
+        """A lower register with no restart: set aside for review, never billed."""
+        LOG.warning(
+            "%s: register %s Wh in %s below %s Wh without a restart: quarantined",
+            station_id,
+            sample.register_wh,
+            tx.transaction_ref,
+            chain.last_register_wh,
+        )
+        return store.quarantine_row(
+            station_id,
+            action,
+            "register_lower",
+            f"register {sample.register_wh} Wh stamped {sample.at.isoformat()} is below "
+            f"{chain.last_register_wh} Wh stamped {chain.last_at.isoformat()} and the station "
+            "did not restart in between: not billed until reviewed",
+            payload,
+            self.service.clock(),
+            transaction_ref=tx.transaction_ref,
+            stamped_at=sample.at,
+        )
 
     def _took(
         self, station: StationInfo, tx: Tx, step: Advance, at: datetime, batch: _Batch
@@ -305,13 +439,17 @@ class MeterDesk:
                 )
         batch.readings = {}
 
+    def _own_commit(self, station: StationInfo, event: EventIn) -> bool:
+        """Whether an event in a group takes the general path, committed on its own."""
+        tx = self._tx(station.id, event.transaction_ref)
+        return tx is None or tx.stopped or event.has_token or event.event_type != "Updated"
+
     def _updated(self, station: StationInfo, event: EventIn, batch: _Batch) -> None:
         """A 2.0.1 Updated event of a running transaction, in the group commit. A retry
         needs no lookup: its samples are not after the chain, its keys are held."""
         tx = self._tx(station.id, event.transaction_ref)
-        if tx is None or tx.stopped or event.has_token or event.event_type != "Updated":
-            self.event(station.id, event)  # the general path, committed on its own
-            return
+        if tx is None:  # pragma: no cover - _own_commit sends such an event the general way
+            raise RuntimeError(f"no transaction {event.transaction_ref!r} for a grouped event")
         now = self.service.clock()
         for bad in event.bad:
             batch.quarantine.append(
@@ -380,3 +518,16 @@ def sample_row(station_id: str, ref: str, sample: RegisterSample, applied: bool)
         "register_wh": sample.register_wh,
         "applied": applied,
     }
+
+
+def _cause(err: BaseException) -> str:
+    """The driver's own words when there are some (not SQLAlchemy's statement dump)."""
+    cause = getattr(err, "orig", None) or err
+    return f"{type(cause).__name__}: {cause}"[:300]
+
+
+def _unreachable(err: BaseException) -> bool:
+    """A failure of the database itself (gone, locked, timed out), not of one message."""
+    return isinstance(err, OperationalError | InterfaceError) or bool(
+        getattr(err, "connection_invalidated", False)
+    )

@@ -184,8 +184,7 @@ def _bound(
 def instant_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
     """What ``UtcDateTime.process_bind_param`` makes of an instant, for the hot path: a
     batch repeats its instants (a chain's last sample is the sample just stored, interval
-    boundaries are clock-aligned), so on SQLite each text is made once and remembered, with
-    ``isoformat`` (cheaper than the processor's strftime, the same text from year 1000)."""
+    boundaries are clock-aligned), so on SQLite each text is made once and remembered."""
     column_type = UtcDateTime()
 
     def process(value: datetime | None) -> Any:
@@ -215,11 +214,11 @@ _PG_TYPES = {
     "last_at": "timestamptz",
     "boundary_at": "timestamptz",
     "sampled_at": "timestamptz",
-    "last_register_wh": "int4",
-    "energy_wh": "int4",
-    "boundary_wh": "int4",
+    "last_register_wh": "int8",  # Wh columns are BIGINT (WattHours)
+    "energy_wh": "int8",
+    "boundary_wh": "int8",
     "max_seq_no": "int4",
-    "register_wh": "int4",
+    "register_wh": "int8",
     "id": "int4",
     "station_id": "text",
     "transaction_ref": "text",
@@ -315,6 +314,30 @@ def first_sync(conn: Connection, station_id: str) -> datetime | None:
         select(table.c.first_sync_at).where(table.c.station_id == station_id)
     ).scalar()
     return value if isinstance(value, datetime) else None
+
+
+def last_boot(conn: Connection, station_id: str) -> datetime | None:
+    """When the station's last BootNotification was answered (the utility's clock)."""
+    table = s.ocpp_station_state
+    value = conn.execute(
+        select(table.c.last_boot_at).where(table.c.station_id == station_id)
+    ).scalar()
+    return value if isinstance(value, datetime) else None
+
+
+def reset_since(conn: Connection, station_id: str, transaction_ref: str, since: datetime) -> bool:
+    """Whether the transaction's register was taken as reset at or after `since`."""
+    table = s.ocpp_register_resets
+    found = conn.execute(
+        select(table.c.id)
+        .where(
+            table.c.station_id == station_id,
+            table.c.transaction_ref == transaction_ref,
+            table.c.detected_at >= since,
+        )
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def record_boot(

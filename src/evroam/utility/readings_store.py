@@ -49,7 +49,8 @@ _PG_PREPARE = (
 _PG_COPY = f"COPY {_PG_INCOMING} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
 _PG_SAVEPOINT = "evroam_readings_copy"
 _PG_COPY_DIRECT = f"COPY {_TABLE} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
-_PG_COPY_TYPES = ("text", "text", "timestamptz", "text", "text", "int4", "int4")
+# energy_wh is BIGINT (WattHours): a binary COPY must send it as int8.
+_PG_COPY_TYPES = ("text", "text", "timestamptz", "text", "text", "int4", "int8")
 _PG_MOVE = (
     f"INSERT INTO {_TABLE} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_PG_INCOMING}"
     f" ON CONFLICT ({_KEY_LIST}) DO NOTHING RETURNING {_KEY_LIST}"

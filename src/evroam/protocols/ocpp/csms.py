@@ -162,27 +162,35 @@ class DeskWorker:
             while index < len(jobs) and jobs[index].fn is None:
                 run.append(jobs[index])
                 index += 1
-            error: BaseException | None = None
+            outcomes: Sequence[str | None]
             try:
-                self.desk.samples_many([j.args[0] for j in run], [j.args[1] for j in run])
+                outcomes = self.desk.samples_many(
+                    [j.args[0] for j in run], [j.args[1] for j in run]
+                )
             except Exception as err:
                 LOG.exception("OCPP meter values batch failed")
-                error = err
-            _settle_all(run, error)
+                outcomes = [f"not stored: {type(err).__name__}"] * len(run)
+            _settle_all(run, outcomes)
 
 
-def _settle_all(jobs: list[_Job], error: BaseException | None) -> None:
-    """Acknowledge a committed group with one wake-up of each event loop, not one each."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-    for job in jobs:
-        by_loop.setdefault(job.loop, []).append(job)
+class NotStored(RuntimeError):
+    """A MeterValues the desk could not store: the station gets InternalError and sends
+    it again."""
 
-    def resolver(group: list[_Job]) -> Callable[[], None]:
+
+def _settle_all(jobs: list[_Job], outcomes: Sequence[str | None]) -> None:
+    """Answer a group, each job with its own outcome, with one wake-up of each event loop
+    (not one per job)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, str | None]]] = {}
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        by_loop.setdefault(job.loop, []).append((job, outcome))
+
+    def resolver(group: list[tuple[_Job, str | None]]) -> Callable[[], None]:
         def resolve() -> None:
-            for job in group:
+            for job, outcome in group:
                 if not job.future.done():
-                    if error is not None:
-                        job.future.set_exception(error)
+                    if outcome is not None:
+                        job.future.set_exception(NotStored(outcome))
                     else:
                         job.future.set_result(None)
 

@@ -47,15 +47,18 @@ class BadPayload(ValueError):
 def parse_instant(text: Any) -> datetime:
     """An OCPP dateTime (RFC 3339, 'Z' or an offset) as an aware UTC instant."""
     if not isinstance(text, str):
-        raise BadPayload("bad_timestamp", f"not a date-time: {text!r}")
+        raise BadPayload("bad_timestamp", f"not a date-time: {str(text)[:40]!r}")
     try:
         value = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
-        raise BadPayload("bad_timestamp", f"not a date-time: {text!r}") from None
+        raise BadPayload("bad_timestamp", f"not a date-time: {text[:40]!r}") from None
     if value.tzinfo is None or value.utcoffset() is None:
         # OCPP requires UTC; a naive stamp is a station bug, but its digits are UTC.
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise BadPayload("bad_timestamp", f"out of range in UTC: {text[:40]!r}") from None
 
 
 def format_instant(value: datetime) -> str:
@@ -183,13 +186,17 @@ class Advance:
     applied: bool  # False: the sample is not after the last one applied (a retry or late)
     intervals: list[tuple[datetime, int]] = field(default_factory=list)  # (start, Wh > 0)
     reset: tuple[int, int] | None = None  # (register before, register after)
+    lower: bool = False  # not applied: a lower register with no restart (for review)
 
 
-def advance(chain: Chain, sample: RegisterSample) -> Advance:
+def advance(chain: Chain, sample: RegisterSample, *, restarted: bool = False) -> Advance:
     """Apply a sample after the last one; close the intervals whose end it passed.
 
-    A register lower than the last one is a meter reset: the energy since the reset is
-    the new register value itself (counted from zero), never a negative amount.
+    A register lower than the last one applied is a reset only when the station really
+    restarted since (``restarted``: it sent a BootNotification); the reset sample is the
+    register's new base, and nothing is counted across the restart (its value then is not
+    known). Without a restart a lower register is a late or wrong sample: it is not applied
+    (``lower``, for review), so billed Wh never exceed the register's true rise.
     """
     if sample.at <= chain.last_at:
         return Advance(False)
@@ -199,9 +206,11 @@ def advance(chain: Chain, sample: RegisterSample) -> Advance:
         energy = previous_wh
     elif sample.register_wh >= chain.last_register_wh:
         energy = previous_wh + sample.register_wh - chain.last_register_wh
-    else:
+    elif restarted:
         reset = (chain.last_register_wh, sample.register_wh)
-        energy = previous_wh + sample.register_wh
+        energy = previous_wh
+    else:
+        return Advance(False, lower=True)
     span = _us(sample.at - previous_at)
     intervals: list[tuple[datetime, int]] = []
     step = timedelta(seconds=chain.interval_s)
@@ -220,15 +229,15 @@ def advance(chain: Chain, sample: RegisterSample) -> Advance:
     return Advance(True, intervals, reset)
 
 
-def close(chain: Chain, final: RegisterSample | None) -> Advance:
+def close(chain: Chain, final: RegisterSample | None, *, restarted: bool = False) -> Advance:
     """The transaction ended: apply the final register, then emit the partial last
     interval (the service accepts a last interval reported before its end)."""
-    step = advance(chain, final) if final is not None else Advance(False)
+    step = advance(chain, final, restarted=restarted) if final is not None else Advance(False)
     intervals = list(step.intervals)
     if chain.energy_wh > chain.boundary_wh:
         intervals.append((chain.boundary_at, chain.energy_wh - chain.boundary_wh))
         chain.boundary_wh = chain.energy_wh
-    return Advance(step.applied, intervals, step.reset)
+    return Advance(step.applied, intervals, step.reset, step.lower)
 
 
 def _us(delta: timedelta) -> int:

@@ -187,9 +187,13 @@ class StationDesk(Protocol):
         """1.6 StartTransaction: a new transaction id, or the same one for a retry."""
         ...
 
-    def samples_many(self, station_ids: Sequence[str], jobs: Sequence[SamplesIn]) -> None:
+    def samples_many(
+        self, station_ids: Sequence[str], jobs: Sequence[SamplesIn]
+    ) -> Sequence[str | None]:
         """A batch of MeterValues (one per station id), stored in one commit; the edge
-        acknowledges them after it returns."""
+        acknowledges them after it returns. One outcome per job: None, stored (or set
+        aside for review: one message failing never fails the others); else why it is not
+        stored, and the edge answers InternalError so that its station sends it again."""
         ...
 
     def stop(self, station_id: str, stop: StopIn, action: str = "StopTransaction") -> Reply | None:
