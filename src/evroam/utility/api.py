@@ -33,6 +33,7 @@ from evroam.core.messages import (
 from evroam.protocols.http_limits import BodyLimit
 from evroam.protocols.roaming import ocpi
 from evroam.utility.bill_store import bill_json
+from evroam.utility.cycles import check_cycle
 from evroam.utility.events import EventCancelled
 from evroam.utility.plan_store import SCHEDULE_PAGE
 from evroam.utility.service import UtilityService
@@ -140,9 +141,13 @@ def create_app(
         return [bill_json(b) for b in service.charges.issue_bills()]
 
     @app.post("/v1/operator/bills/{cycle}", dependencies=[Depends(operator)])
-    def bill_run(cycle: Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]) -> Any:
-        """Issue the cycle's bills (idempotent: a second run issues nothing new)."""
-        return [bill_json(b) for b in service.charges.issue_bills(cycle)]
+    def bill_run(cycle: Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]) -> Any:
+        """Issue the cycle's bills (idempotent: a second run issues nothing new). A cycle
+        outside 2000-2999 is 422; while another run holds the cycle, 409."""
+        try:
+            return [bill_json(b) for b in service.charges.issue_bills(check_cycle(cycle))]
+        except Refused as err:
+            raise _in_path(err) from None
 
     if sim_clock is not None:
 
