@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, select
 
 from evroam.core.clock import FixedClock
-from evroam.core.messages import BindRequest, EnergyRequest
+from evroam.core.messages import BindRequest, EnergyRequest, IntervalReading, SessionReport
 from evroam.db import schema as s
 from evroam.territory.loader import load_territory
 from evroam.territory.store import save_territory
@@ -302,3 +303,77 @@ def test_cancelling_an_unknown_or_another_utilitys_event_is_404(
     assert theirs.status_code == 404
     with engine.connect() as conn:
         assert conn.execute(select(s.load_control_events.c.cancelled_at)).scalar_one() is None
+
+
+def test_a_cancelled_event_credits_only_what_happened_before_its_cancellation(
+    client: TestClient, service: UtilityService, engine: Engine
+) -> None:
+    bob = "PGX-P-BOB"  # Bob's PEV is on direct load control: 1.50 per event taken part in
+    service.bind(
+        bob,
+        BindRequest(
+            session_id="B1",
+            premise_id=bob,
+            portal_id="PGX-EP-BOB-1",
+            pev_id="PGX-PEV-BOB",
+            plugged_in_at=NOW,
+        ),
+    )
+    service.request_energy(
+        bob,
+        EnergyRequest(
+            session_id="B1",
+            energy_wh=10_000,
+            max_w=7200,
+            departure_at=NOW + timedelta(hours=6),
+            preference="charge_now",
+        ),
+    )
+    gone = NOW_EVENT | {
+        "event_id": "DLC-GONE",
+        "start_at": "2026-03-11T01:30:00Z",
+        "end_at": "2026-03-11T03:00:00Z",
+    }
+    for event in (NOW_EVENT, gone):
+        assert client.post("/v1/operator/events", json=event, headers=OPERATOR).status_code == 201
+    assert client.post("/v1/operator/events/DLC-GONE/cancel", headers=OPERATOR).status_code == 200
+    assert isinstance(service.clock, FixedClock)
+    service.clock.advance(timedelta(hours=1))
+    assert client.post("/v1/operator/events/DLC-NOW/cancel", headers=OPERATOR).status_code == 200
+    service.clock.advance(timedelta(hours=2))
+    # Metered: 1400 W for the hour capped, then full rate: 1400 + 7200 + 1400 = 10000 Wh.
+    wh = [350] * 4 + [1800] * 4 + [1400]
+    service.record_readings(
+        bob,
+        [
+            IntervalReading(
+                eumd_id="PGX-EUMD-BOB",
+                session_id="B1",
+                pev_id="PGX-PEV-BOB",
+                premise_id=bob,
+                interval_start_at=NOW + timedelta(minutes=15 * k),
+                interval_s=900,
+                energy_wh=energy,
+            )
+            for k, energy in enumerate(wh)
+        ],
+    )
+    service.report_session(
+        bob,
+        SessionReport(
+            session_id="B1",
+            premise_id=bob,
+            portal_id="PGX-EP-BOB-1",
+            pev_id="PGX-PEV-BOB",
+            started_at=NOW,
+            ended_at=NOW + timedelta(hours=2, minutes=15),
+            energy_wh=10_000,
+        ),
+    )
+    part = s.event_participation
+    with engine.connect() as conn:
+        rows = conn.execute(select(part.c.event_id, part.c.curtailed_wh, part.c.credit)).all()
+    # DLC-NOW ran 00:00-01:00 only: at full rate Bob would have drawn 7200 Wh there, he drew
+    # 1400: 5800 Wh deferred (over its declared 00:00-04:00 he deferred none). DLC-GONE was
+    # cancelled before it began: no part in it, no credit.
+    assert [tuple(r) for r in rows] == [("DLC-NOW", 5800, Decimal("1.50"))]
