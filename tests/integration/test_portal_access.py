@@ -271,6 +271,28 @@ def test_operator_declares_an_event(client: TestClient, demo: Demo) -> None:
     assert row.start_at.isoformat() == "2026-04-08T00:00:00+00:00"  # 17:00 in Los Angeles
 
 
+@pytest.mark.parametrize(
+    ("kind", "value"), [("cap_kw", "1e999999999"), ("cap_kw", "NaN"), ("curtail_pct", "Infinity")]
+)
+def test_an_absurd_event_limit_is_refused_on_the_form(
+    client: TestClient, kind: str, value: str
+) -> None:
+    # int() of such a Decimal raised (a 500) or, for 1e999990 kW, took 48 s of CPU.
+    sign_in(client, "operator-pgx")
+    form = {
+        "event_id": "OP-ABSURD",
+        "feeder": "PGX-F103",
+        "start_local": "2026-04-07T17:00",
+        "end_local": "2026-04-07T19:00",
+        "limit_kind": kind,
+        "limit_value": value,
+        "csrf_token": csrf_of(client, "/operator"),
+    }
+    refused = client.post("/operator/events", data=form)
+    assert refused.status_code == 422
+    assert "limit_value: expected" in refused.text
+
+
 def test_operator_cancels_an_event_with_the_cancel_button(client: TestClient, demo: Demo) -> None:
     now = demo.clock()  # 2026-04-07 02:10 UTC, 19:10 on the 6th in Los Angeles
     demo.services["PGX"].declare_event(
