@@ -752,7 +752,7 @@ def _notice(form: dict[str, str], zone: ZoneInfo) -> LoadControlNotice:
         except Refused as err:
             raise ValueError(str(err)) from None
     elif form["limit_kind"] == "curtail_pct":
-        if not value.is_finite() or not 0 <= value <= 100:
+        if not value.is_finite() or not 1 <= value <= 100:
             raise ValueError(
                 f"limit_value: expected a percentage 1..100 (got {form['limit_value'][:40]!r})"
             )
