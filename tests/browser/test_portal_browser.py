@@ -3,9 +3,13 @@ policy taking effect on the next visit, and another account's URL refused."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
+from evroam.core.messages import LoadControlNotice
+from evroam.db import schema as s
 from evroam.portal.demo import drive_visit
 from evroam.utility.bill_store import issue_cycle
 from tests.browser.conftest import Portal, sign_in
@@ -89,3 +93,33 @@ def test_customer_trying_another_accounts_url_is_refused(page: Any, portal: Port
     page.click("text=Sign out")
     page.goto(f"{portal.url}/accounts/PGX-A-1001")
     assert "/login?next=/accounts/PGX-A-1001" in page.url
+
+
+def test_operator_cancels_an_event_with_its_button(page: Any, portal: Portal) -> None:
+    now = portal.demo.clock()  # 2026-04-07 02:10 UTC: 19:10 on the 6th in Los Angeles
+    portal.demo.services["PGX"].declare_event(
+        LoadControlNotice(
+            event_id="BROWSER-CANCEL",
+            feeder_id="PGX-F102",
+            start_at=now + timedelta(days=1),
+            end_at=now + timedelta(days=1, hours=2),
+            cap_w=2000,
+        )
+    )
+    sign_in(page, portal, "operator-pgx")
+    row = page.locator("#events tr", has_text="BROWSER-CANCEL")
+    assert row.locator("button.cancel-event").inner_text() == "Cancel"
+    row.locator("button.cancel-event").click()
+    page.wait_for_load_state()
+    flash = page.locator(".flash").inner_text()
+    assert flash == "Cancelled load-control event BROWSER-CANCEL at Mon 2026-04-06 19:10"
+    row = page.locator("#events tr", has_text="BROWSER-CANCEL")
+    assert row.locator(".event-status").inner_text() == "cancelled 2026-04-06 19:10"
+    assert row.locator("button").count() == 0
+    with portal.demo.engine.connect() as conn:
+        cancelled = conn.execute(
+            select(s.load_control_events.c.cancelled_at).where(
+                s.load_control_events.c.id == "BROWSER-CANCEL"
+            )
+        ).scalar_one()
+    assert cancelled == now

@@ -140,3 +140,46 @@ def test_portal_logins_are_made_from_the_command_line(tmp_path: Path) -> None:
     assert again.exit_code == 2
     assert "username: no portal login 'alice'" in click.unstyle(again.stderr)
     engine.dispose()
+
+
+def test_events_must_be_bounded_and_can_be_cancelled(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    assert evroam(db, "territory", "load", str(REPO / "examples" / "territory.yaml")).exit_code == 0
+
+    def create(start: str, end: str, cap_kw: str = "1.4") -> Result:
+        return evroam(
+            db, "events", "create", "--utility", "PGX", "--id", "E1",
+            "--start", start, "--end", end, "--cap-kw", cap_kw,
+        )  # fmt: skip
+
+    def error(result: Result) -> str:
+        assert result.exit_code == 2, result.output
+        lines = click.unstyle(result.stderr).strip().splitlines()
+        assert len(lines) == 1  # one line, no traceback
+        return lines[0]
+
+    years = create("2026-03-12T17:00:00-07:00", "2028-03-12T19:00:00-07:00")
+    assert error(years) == (
+        "error: end_at: an event longer than 24 hours (got '2028-03-13T02:00:00+00:00')"
+    )
+    year_one = create("0001-01-01T00:00:00+00:00", "0001-01-01T02:00:00+00:00")
+    assert error(year_one) == (
+        "error: start_at: before 2000-01-01: a clock error (got '0001-01-01T00:00:00+00:00')"
+    )
+    far = create("9000-01-01T00:00:00+00:00", "9000-01-01T02:00:00+00:00")
+    assert error(far).startswith("error: start_at: more than 30 days ahead")
+    huge = create("2026-03-12T17:00:00-07:00", "2026-03-12T19:00:00-07:00", "1e999999999")
+    assert error(huge) == (
+        "error: --cap-kw: expected a number of kW within 0..1000 (got '1E+999999999')"
+    )
+
+    assert create("2026-03-12T17:00:00-07:00", "2026-03-12T19:00:00-07:00").exit_code == 0
+    cancelled = evroam(db, "events", "cancel", "--utility", "PGX", "--id", "E1")
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.stdout.startswith("cancelled E1 of PGX at ")
+    again = evroam(db, "events", "cancel", "--utility", "PGX", "--id", "E1")
+    assert (again.exit_code, again.stdout) == (0, cancelled.stdout)  # the first instant
+    unknown = evroam(db, "events", "cancel", "--utility", "PGX", "--id", "NOPE")
+    assert error(unknown) == "error: event_id: no such event in PGX (got 'NOPE')"
+    other = evroam(db, "events", "cancel", "--utility", "MHE", "--id", "E1")
+    assert error(other) == "error: event_id: no such event in MHE (got 'E1')"

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from evroam.core.messages import LoadControlNotice
 from evroam.db import schema as s
 from evroam.portal import create_portal
 from evroam.portal.app import install_portal
@@ -267,6 +269,74 @@ def test_operator_declares_an_event(client: TestClient, demo: Demo) -> None:
         ).one()
     assert row.curtail_pct == 30 and row.feeder_id == "PGX-F103"
     assert row.start_at.isoformat() == "2026-04-08T00:00:00+00:00"  # 17:00 in Los Angeles
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"), [("cap_kw", "1e999999999"), ("cap_kw", "NaN"), ("curtail_pct", "Infinity")]
+)
+def test_an_absurd_event_limit_is_refused_on_the_form(
+    client: TestClient, kind: str, value: str
+) -> None:
+    # int() of such a Decimal raised (a 500) or, for 1e999990 kW, took 48 s of CPU.
+    sign_in(client, "operator-pgx")
+    form = {
+        "event_id": "OP-ABSURD",
+        "feeder": "PGX-F103",
+        "start_local": "2026-04-07T17:00",
+        "end_local": "2026-04-07T19:00",
+        "limit_kind": kind,
+        "limit_value": value,
+        "csrf_token": csrf_of(client, "/operator"),
+    }
+    refused = client.post("/operator/events", data=form)
+    assert refused.status_code == 422
+    assert "limit_value: expected" in refused.text
+
+
+def test_operator_cancels_an_event_with_the_cancel_button(client: TestClient, demo: Demo) -> None:
+    now = demo.clock()  # 2026-04-07 02:10 UTC, 19:10 on the 6th in Los Angeles
+    demo.services["PGX"].declare_event(
+        LoadControlNotice(
+            event_id="OP-CANCEL-1",
+            feeder_id="PGX-F102",
+            start_at=now + timedelta(days=1),
+            end_at=now + timedelta(days=1, hours=2),
+            curtail_pct=50,
+        )
+    )
+    button = 'name="event_id" value="OP-CANCEL-1"'
+    try:
+        sign_in(client, "operator-pgx")
+        assert button in client.get("/operator").text
+        form = {"event_id": "OP-CANCEL-1"}
+        assert client.post("/operator/events/cancel", data=form).status_code == 403  # no CSRF
+        token = csrf_of(client, "/operator")
+        done = client.post("/operator/events/cancel", data=form | {"csrf_token": token})
+        assert done.status_code == 303
+        page = client.get("/operator").text
+        assert "Cancelled load-control event OP-CANCEL-1 at Mon 2026-04-06 19:10" in page
+        assert "cancelled 2026-04-06 19:10" in page and button not in page
+        again = client.post("/operator/events/cancel", data=form | {"csrf_token": token})
+        assert again.status_code == 303  # the same cancellation, nothing changed
+        unknown = client.post(
+            "/operator/events/cancel", data={"event_id": "NOPE", "csrf_token": token}
+        )
+        assert unknown.status_code == 404
+        mhe = sign_in(TestClient(client.app, follow_redirects=False), "operator-mhe")
+        theirs = mhe.post(
+            "/operator/events/cancel", data=form | {"csrf_token": csrf_of(mhe, "/operator")}
+        )
+        assert theirs.status_code == 404
+        with demo.engine.connect() as conn:
+            row = conn.execute(
+                select(s.load_control_events).where(s.load_control_events.c.id == "OP-CANCEL-1")
+            ).one()
+        assert row.cancelled_at == now
+    finally:
+        with demo.engine.begin() as conn:
+            conn.execute(
+                delete(s.load_control_events).where(s.load_control_events.c.id == "OP-CANCEL-1")
+            )
 
 
 # --- the host's visitor policy ----------------------------------------------------------------

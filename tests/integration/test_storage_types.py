@@ -250,3 +250,22 @@ def test_postgres_sessions_read_years_1_and_9999_in_any_server_zone(pg_database:
     finally:
         scratch.drop_all(engine)
         engine.dispose()
+
+
+@pytest.mark.parametrize("year", [1, 999, 9999])
+def test_utc_datetime_round_trips_the_years_python_has(
+    engine: Engine, table: Table, year: int
+) -> None:
+    at = datetime(year, 1, 1, 0, 0, 1, tzinfo=UTC)
+    put(engine, id=1, at=at)
+    assert get(engine, "at", 1) == at
+
+
+def test_sqlite_reads_a_year_written_unpadded(sqlite_engine: Engine) -> None:
+    # What %Y wrote for year 1 before the writer padded it: every read of it used to fail.
+    scratch.create_all(sqlite_engine)
+    with sqlite_engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO storage_type_samples (id, at) VALUES (1, '1-01-01T00:00:00.000000Z')"
+        )
+    assert get(sqlite_engine, "at", 1) == datetime(1, 1, 1, tzinfo=UTC)

@@ -20,19 +20,21 @@ Period = Annotated[str, typer.Option("--period", help="Billing cycle, YYYY-MM.")
 
 
 def _period(value: str) -> str:
+    from evroam.core.errors import Invalid
+    from evroam.utility.cycles import check_cycle
+
     try:
-        year, month = (int(part) for part in value.split("-"))
-    except ValueError:
-        fail(f"--period: expected YYYY-MM (got {value!r})")
-    if not (1 <= month <= 12 and 2000 <= year <= 2999) or len(value) != 7:
-        fail(f"--period: expected YYYY-MM (got {value!r})")
-    return value
+        return check_cycle(value, "--period")
+    except Invalid as exc:
+        fail(str(exc))
 
 
 @bill_app.command("run")
 def bill_run(ctx: typer.Context, period: Period) -> None:
-    """Issue the bills of a cycle for every utility (running it again issues nothing new)."""
+    """Issue the bills of a cycle for every utility (running it again issues nothing new;
+    while another run holds the cycle, exit 2 saying so)."""
     from evroam.core.clock import utc_now
+    from evroam.utility.bill_runs import CycleHeld
     from evroam.utility.bill_store import issue_cycle
 
     cycle = _period(period)
@@ -41,15 +43,17 @@ def bill_run(ctx: typer.Context, period: Period) -> None:
         territory = read_territory(conn)
     if territory is None:
         fail("no territory loaded (run: evroam territory load FILE)")
-    issued = 0
-    with engine.begin() as conn:
-        for utility in territory.utilities:
-            bills = issue_cycle(conn, utility, cycle, utc_now())
-            for bill in bills:
-                out.print(f"issued {bill.bill_id}: {bill.total} {bill.currency}")
-            issued += len(bills)
+    bills: list[Bill] = []
+    try:
+        with engine.begin() as conn:
+            for utility in territory.utilities:
+                bills += issue_cycle(conn, utility, cycle, utc_now())
+    except CycleHeld as exc:
+        fail(f"--period {cycle}: {exc.message}")
+    for bill in bills:  # only once committed: a refused run issued nothing
+        out.print(f"issued {bill.bill_id}: {bill.total} {bill.currency}")
     out.print(
-        f"{issued} bills issued for {cycle}" if issued else f"nothing new to bill for {cycle}"
+        f"{len(bills)} bills issued for {cycle}" if bills else f"nothing new to bill for {cycle}"
     )
 
 

@@ -1,4 +1,4 @@
-"""`evroam events`: declare load-control events."""
+"""`evroam events`: declare and cancel load-control events."""
 
 from __future__ import annotations
 
@@ -31,17 +31,21 @@ def events_create(
 
     from evroam.core.clock import utc_now
     from evroam.core.messages import LoadControlNotice
+    from evroam.utility.events import cap_w_of_kw
     from evroam.utility.service import UtilityService
 
     try:
+        cap_w = None if cap_kw is None else cap_w_of_kw(cap_kw, "--cap-kw")
         notice = LoadControlNotice(
             event_id=event_id,
             feeder_id=feeder,
             start_at=start,
             end_at=end,
-            cap_w=None if cap_kw is None else int(cap_kw * 1000),
+            cap_w=cap_w,
             curtail_pct=curtail_pct,
         )
+    except Refused as exc:
+        fail(str(exc))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = format_loc(first["loc"]) if first["loc"] else "event"
@@ -51,3 +55,21 @@ def events_create(
     except Refused as exc:
         fail(str(exc))
     out.print(f"declared {event_id} for {utility}")
+
+
+@events_app.command("cancel")
+def events_cancel(
+    ctx: typer.Context,
+    utility: Annotated[str, typer.Option(help="The declaring utility.")],
+    event_id: Annotated[str, typer.Option("--id", help="The event to cancel.")],
+) -> None:
+    """Cancel a load-control event: it shapes no plan from now on, and the open sessions it
+    reached are re-planned. Cancelling again changes nothing."""
+    from evroam.core.clock import utc_now
+    from evroam.utility.service import UtilityService
+
+    try:
+        done = UtilityService(open_engine(ctx), utility, utc_now).cancel_event(event_id)
+    except Refused as exc:
+        fail(str(exc))
+    out.print(f"cancelled {event_id} of {utility} at {done.cancelled_at.isoformat()}")

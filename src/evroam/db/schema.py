@@ -357,6 +357,9 @@ load_control_events = Table(
     Column("cap_w", Integer),
     Column("curtail_pct", Integer),
     Column("declared_at", UtcDateTime, nullable=False),
+    # Set once by the operator's cancel: the event ends then (or never starts) for every
+    # plan and credit from that instant on; the declared window stays as declared.
+    Column("cancelled_at", UtcDateTime),
 )
 
 event_participation = Table(

@@ -89,16 +89,18 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
         value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            # isoformat, not strftime: strftime writes year 1 as "1", not "0001", and that
-            # text neither sorts nor reads back (a charger's clock may send year 1).
-            return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-        return value
+        if dialect.name != "sqlite":
+            return value
+        # %Y does not pad years before 1000 ('1-01-01...'), which strptime cannot read back.
+        return f"{value.year:04d}" + value.strftime(_SQLITE_FORMAT.removeprefix("%Y"))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
+            year, _, rest = value.partition("-")
+            if len(year) < 4:  # written unpadded before the writer padded it
+                value = f"{year:0>4}-{rest}"
             return datetime.strptime(value, _SQLITE_FORMAT).replace(tzinfo=UTC)
         if not isinstance(value, datetime) or value.tzinfo is None:  # pragma: no cover
             raise ValueError(f"database returned {value!r}, not an aware timestamp")

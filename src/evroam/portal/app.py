@@ -55,6 +55,7 @@ from evroam.portal.auth import (
 )
 from evroam.territory.model import Premise, VisitorPolicy
 from evroam.utility.bill_html import render_bill
+from evroam.utility.events import cap_w_of_kw
 from evroam.utility.registry import Registry
 from evroam.utility.service import UtilityService
 
@@ -563,6 +564,20 @@ def create_portal(
         day = operator_queries.day_of(notice.start_at, op.registry.utility.time_zone)
         return _redirect(request, f"/operator?day={day.isoformat()}")
 
+    @app.post("/operator/events/cancel", dependencies=[Csrf])
+    def cancel_event(request: Request, op: Op, event_id: Annotated[str, Form()]) -> Response:
+        """The Cancel button of an event on the operator's page: its own utility's events
+        only (another's is 404); cancelling again changes nothing."""
+        try:
+            done = op.service.cancel_event(event_id)
+        except Refused as err:
+            raise HTTPException(err.status, str(err)) from None
+        when = _when_in(op.registry.utility.time_zone)
+        request.session["flash"] = (
+            f"Cancelled load-control event {event_id} at {when(done.cancelled_at)}"
+        )
+        return _redirect(request, "/operator#events")
+
     @app.get("/operator/review", response_class=HTMLResponse)
     def review(request: Request, op: Op) -> Response:
         with engine.connect() as conn:
@@ -705,7 +720,10 @@ def _when_in(zone: str) -> Callable[[datetime | date | None], str]:
         if at is None:
             return "-"
         if isinstance(at, datetime):
-            return at.astimezone(tz).strftime(fmt)
+            try:
+                return at.astimezone(tz).strftime(fmt)
+            except OverflowError:  # year 1 or 9999 stored before instants were bounded
+                return at.strftime(f"{fmt} UTC")
         return at.strftime("%a %Y-%m-%d")
 
     return when
@@ -729,8 +747,15 @@ def _notice(form: dict[str, str], zone: ZoneInfo) -> LoadControlNotice:
         raise ValueError(f"limit_value: expected a number (got {form['limit_value']!r})") from None
     cap_w = curtail_pct = None
     if form["limit_kind"] == "cap_kw":
-        cap_w = int(value * 1000)
+        try:
+            cap_w = cap_w_of_kw(value, "limit_value")
+        except Refused as err:
+            raise ValueError(str(err)) from None
     elif form["limit_kind"] == "curtail_pct":
+        if not value.is_finite() or not 1 <= value <= 100:
+            raise ValueError(
+                f"limit_value: expected a percentage 1..100 (got {form['limit_value'][:40]!r})"
+            )
         curtail_pct = int(value)
     else:
         raise ValueError(f"limit_kind: expected cap_kw or curtail_pct (got {form['limit_kind']!r})")

@@ -84,6 +84,19 @@ def events_of(conn: Connection, utility_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def in_force(rows: Sequence[dict[str, Any]]) -> list[LoadControlEvent]:
+    """Events as they limit load: one cancelled before it began never did, one cancelled
+    under way ended then (as planning sees them, plan_store.load_control_events)."""
+    events = []
+    for row in rows:
+        cancelled = row["cancelled_at"]
+        if cancelled is not None and cancelled <= row["start_at"]:
+            continue
+        end = row["end_at"] if cancelled is None else min(row["end_at"], cancelled)
+        events.append(LoadControlEvent.from_row(row | {"end_at": end}))
+    return events
+
+
 def feeder_loads(
     conn: Connection, registry: Registry, start: datetime, end: datetime, now: datetime
 ) -> list[FeederLoad]:
@@ -152,7 +165,7 @@ def feeder_loads(
                 if slot.end_at > now and slot.power_w > 0
             ]
             add(planned[feeder], aggregate_load([ahead], SLOT_S))
-    events = [LoadControlEvent.from_row(e) for e in events_of(conn, utility.id)]
+    events = in_force(events_of(conn, utility.id))
     out = []
     for line in utility.feeders:
         capacity = int(line.capacity_kw * 1000)

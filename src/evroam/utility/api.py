@@ -33,6 +33,8 @@ from evroam.core.messages import (
 from evroam.protocols.http_limits import BodyLimit
 from evroam.protocols.roaming import ocpi
 from evroam.utility.bill_store import bill_json
+from evroam.utility.cycles import check_cycle
+from evroam.utility.events import EventCancelled
 from evroam.utility.plan_store import SCHEDULE_PAGE
 from evroam.utility.service import UtilityService
 
@@ -116,6 +118,17 @@ def create_app(
         service.energy.declare_event(notice)
         return notice
 
+    @app.post("/v1/operator/events/{event_id}/cancel", dependencies=[Depends(operator)])
+    def cancel_event(
+        event_id: Annotated[str, Path(min_length=1, max_length=64)],
+    ) -> EventCancelled:
+        """Cancel a load-control event: it shapes no plan from now on and the sessions it
+        reached are re-planned. Idempotent (the same answer again); an unknown id is 404."""
+        try:
+            return service.energy.cancel_event(event_id)
+        except Refused as err:
+            raise _in_path(err) from None
+
     @app.post("/v1/operator/gateway-tokens", status_code=201, dependencies=[Depends(operator)])
     def gateway_token(request: TokenRequest) -> TokenIssued:
         """A new bearer token for a premise's gateway; the previous one stops working."""
@@ -128,9 +141,13 @@ def create_app(
         return [bill_json(b) for b in service.charges.issue_bills()]
 
     @app.post("/v1/operator/bills/{cycle}", dependencies=[Depends(operator)])
-    def bill_run(cycle: Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]) -> Any:
-        """Issue the cycle's bills (idempotent: a second run issues nothing new)."""
-        return [bill_json(b) for b in service.charges.issue_bills(cycle)]
+    def bill_run(cycle: Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]) -> Any:
+        """Issue the cycle's bills (idempotent: a second run issues nothing new). A cycle
+        outside 2000-2999 is 422; while another run holds the cycle, 409."""
+        try:
+            return [bill_json(b) for b in service.charges.issue_bills(check_cycle(cycle))]
+        except Refused as err:
+            raise _in_path(err) from None
 
     if sim_clock is not None:
 
@@ -230,6 +247,12 @@ def install_cdr_receiver(
         except ValueError as err:
             return JSONResponse(ocpi.envelope(None, now, ocpi.INVALID_PARAMETERS, str(err)), 400)
         return JSONResponse(ocpi.envelope(ack.model_dump(mode="json"), now))
+
+
+def _in_path(err: Refused) -> HTTPException:
+    """A refusal of a path parameter, in the same pydantic-style detail as a body's."""
+    detail = [{"loc": ["path", err.field], "msg": err.message, "input": err.value}]
+    return HTTPException(err.status, _jsonable(detail))
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,6 +28,7 @@ from evroam.utility.batch_rating import (
     rate_closed_sessions,
 )
 from evroam.utility.batch_reads import sessions_of_cycle
+from evroam.utility.bill_runs import hold_cycle
 from evroam.utility.billing import (
     Bill,
     BillDraft,
@@ -38,6 +39,7 @@ from evroam.utility.billing import (
     ProgramCharge,
     bill_id,
 )
+from evroam.utility.cycles import check_cycle
 from evroam.utility.prices import published_prices
 from evroam.utility.rate_session import SessionRater
 
@@ -81,7 +83,11 @@ def run_cycle(
     to what their readings are worth (batch_rating: a true-up, which finds nothing to do
     when every session was rated as it closed, and prices hours published since). Lines the
     run writes for its own bills are written on them; older unbilled lines are claimed.
+    The cycle is held until the caller's transaction ends (bill_runs.hold_cycle): another
+    run of it meanwhile raises CycleHeld; an impossible cycle raises Invalid.
     """
+    check_cycle(cycle)
+    hold_cycle(conn, utility.id, cycle)  # a second run of the cycle is refused, not raced
     began = time.perf_counter()
     run = BillRun(conn, utility, cycle)
     rating = None

@@ -87,7 +87,12 @@ class Charges:
             return
         premise = registry.premises[session["premise_id"]]
         events = load_control_events(
-            conn, ctx.utility_id, premise.feeder, session["plugged_in_at"], session["ended_at"]
+            conn,
+            ctx.utility_id,
+            premise.feeder,
+            session["plugged_in_at"],
+            session["ended_at"],
+            ctx.event_rules.longest,
         )
         if not events:
             return

@@ -17,6 +17,7 @@ from evroam.db import schema as s
 from evroam.protocols.roaming.ports import ClearinghouseLink
 from evroam.territory.model import Premise, Program
 from evroam.territory.store import read_territory
+from evroam.utility.events import EventRules
 from evroam.utility.prices import published_prices
 from evroam.utility.rate_session import SessionRater
 from evroam.utility.registry import Registry
@@ -36,6 +37,7 @@ class UtilityContext:
         alm_share: Decimal = Decimal(1),
         clearinghouse: ClearinghouseLink | None = None,
         window: PlausibleWindow = PlausibleWindow(),  # noqa: B008 - frozen
+        event_rules: EventRules = EventRules(),  # noqa: B008 - frozen
     ) -> None:
         self.engine = engine
         self.utility_id = utility_id
@@ -52,6 +54,8 @@ class UtilityContext:
         self.clearinghouse = clearinghouse
         # Which instants gateways may send (core/clock.PlausibleWindow).
         self.window = window
+        # Which load-control events an operator may declare (utility/events.EventRules).
+        self.event_rules = event_rules
         self.claims_waiting = True  # claims may be left unsent by an earlier process
         self.tokens: dict[str, tuple[str, float]] = {}  # digest -> (premise, valid until)
         self._registry: Registry | None = None

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
+
+from evroam.core.errors import Invalid
+
+CYCLE = re.compile(r"([0-9]{4})-([0-9]{2})")
+FIRST_YEAR, LAST_YEAR = 2000, 2999  # bills before the plausible window or past 2999: typos
+
+
+def check_cycle(value: str, field: str = "cycle") -> str:
+    """A billing cycle as typed ('YYYY-MM'), refused (Invalid, naming the field) unless it is
+    a real month of the years 2000-2999: '0000-01', '2026-13' or '99999-01' never reach a
+    date computation."""
+    found = CYCLE.fullmatch(value)
+    if (
+        found is None
+        or not FIRST_YEAR <= int(found[1]) <= LAST_YEAR
+        or not 1 <= int(found[2]) <= 12
+    ):
+        raise Invalid(field, value[:20], "expected YYYY-MM")
+    return value
 
 
 def cycle_of(local_date: date, cycle_day: int) -> str:

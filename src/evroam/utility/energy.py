@@ -24,6 +24,7 @@ from evroam.core.messages import (
 from evroam.core.rating import price_at
 from evroam.db import schema as s
 from evroam.utility.context import UtilityContext, find_session
+from evroam.utility.events import EventCancelled
 from evroam.utility.feeder_replan import FeederReplanner, delivered_wh, profile
 from evroam.utility.plan_store import (
     SCHEDULE_PAGE,
@@ -99,7 +100,12 @@ class EnergyPlanning:
         premise = registry.premises[session["premise_id"]]
         now = ctx.clock()
         events = load_control_events(
-            conn, ctx.utility_id, premise.feeder, now, request.departure_at
+            conn,
+            ctx.utility_id,
+            premise.feeder,
+            now,
+            request.departure_at,
+            ctx.event_rules.longest,
         )
         return plan_request(
             now=now,
@@ -195,8 +201,11 @@ class EnergyPlanning:
     # --- load-control events (seed: Direct Load Control) ----------------------------------
 
     def declare_event(self, notice: LoadControlNotice) -> None:
-        """Record an event; sessions planned from now on respect it. Idempotent by event id."""
+        """Record an event; sessions planned from now on respect it. Idempotent by event id;
+        an event outside the rules (EventRules: bounded length, not too far ahead, not before
+        the plausible window) is refused naming the field."""
         ctx = self.ctx
+        ctx.event_rules.check(notice, ctx.clock(), ctx.window)
         if notice.feeder_id is not None and notice.feeder_id not in {
             f.id for f in ctx.registry().utility.feeders
         }:
@@ -211,30 +220,60 @@ class EnergyPlanning:
             if held is not None:
                 if any(held[k] != v for k, v in row.items()):
                     raise Conflict("event_id", notice.event_id, "already declared otherwise")
+                if held["cancelled_at"] is not None:
+                    raise Conflict(
+                        "event_id",
+                        notice.event_id,
+                        f"cancelled at {held['cancelled_at'].isoformat()}; "
+                        "declare it again under a new id",
+                    )
                 return
             conn.execute(insert(table).values(**row, declared_at=ctx.clock()))
-            self._replan_for_event(conn, notice)
+            self._replan_for_event(
+                conn, notice.feeder_id, notice.end_at, f"load-control event {notice.event_id}"
+            )
 
-    def _replan_for_event(self, conn: Connection, notice: LoadControlNotice) -> None:
-        """Re-plan the open sessions the event reaches: each ALM feeder in scope as a whole,
-        every other planned session alone (its remaining energy, from now)."""
+    def cancel_event(self, event_id: str) -> EventCancelled:
+        """Cancel an event of this utility: from now on it shapes no plan (one under way ends
+        now, and credits count only the part that happened) and the open sessions it reached
+        are re-planned. Idempotent: cancelling again answers the first cancellation."""
+        ctx = self.ctx
+        table = s.load_control_events
+        mine = (table.c.id == event_id) & (table.c.utility_id == ctx.utility_id)
+        with ctx.engine.begin() as conn:
+            # The row is locked (PostgreSQL) so two cancels record one instant.
+            held = conn.execute(
+                select(table.c.feeder_id, table.c.end_at, table.c.cancelled_at)
+                .where(mine)
+                .with_for_update()
+            ).first()
+            if held is None:
+                raise NotFound("event_id", event_id, f"no such event in {ctx.utility_id}")
+            if held.cancelled_at is not None:
+                return EventCancelled(event_id=event_id, cancelled_at=held.cancelled_at)
+            now = ctx.clock()
+            conn.execute(update(table).where(mine).values(cancelled_at=now))
+            self._replan_for_event(
+                conn, held.feeder_id, held.end_at, f"load-control event {event_id} cancelled"
+            )
+        return EventCancelled(event_id=event_id, cancelled_at=now)
+
+    def _replan_for_event(
+        self, conn: Connection, feeder_id: str | None, end_at: datetime, reason: str
+    ) -> None:
+        """Re-plan the open sessions an event (declared or cancelled) reaches: each ALM feeder
+        in scope as a whole, every other planned session alone (its remaining energy, from
+        now). Nothing to do once the event is over."""
         ctx = self.ctx
         registry = ctx.registry()
         now = ctx.clock()
-        if notice.end_at <= now:
+        if end_at <= now:
             return
-        reason = f"load-control event {notice.event_id}"
-        feeders = [
-            f.id
-            for f in registry.utility.feeders
-            if notice.feeder_id is None or f.id == notice.feeder_id
-        ]
-        for feeder_id in feeders:
-            self.feeders.replan(conn, feeder_id, now, reason)
+        feeders = [f.id for f in registry.utility.feeders if feeder_id is None or f.id == feeder_id]
+        for feeder in feeders:
+            self.feeders.replan(conn, feeder, now, reason)
         in_scope = [
-            p.id
-            for p in registry.premises.values()
-            if notice.feeder_id is None or p.feeder == notice.feeder_id
+            p.id for p in registry.premises.values() if feeder_id is None or p.feeder == feeder_id
         ]
         rows = conn.execute(
             select(s.sessions).where(

@@ -1,9 +1,12 @@
-"""Load-control participation and its credit (seed: Direct Load Control, "Call Option").
+"""Load-control events: what an operator may declare, and the credit of taking part (seed:
+Direct Load Control, "Call Option").
 
-Pure. A bound session of a program that pays load-control credits participates in every
-event in its scope that overlaps its time plugged in. The energy it gave up is what it would
-have drawn in the event window charging at full rate from plug-in (the unmanaged baseline)
-minus what its EUMD measured there.
+Pure. An event is bounded (``EventRules``): one spanning years, or starting in year 1, was
+once accepted and then shaped, or broke, every plan the utility made. A bound session of a
+program that pays load-control credits participates in every event in its scope that
+overlaps its time plugged in. The energy it gave up is what it would have drawn in the event
+window charging at full rate from plug-in (the unmanaged baseline) minus what its EUMD
+measured there.
 """
 
 from __future__ import annotations
@@ -12,12 +15,72 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Literal
 
-from evroam.core.messages import ScheduleSlot
+from pydantic import BaseModel, ConfigDict
+
+from evroam.core.clock import PlausibleWindow
+from evroam.core.errors import Invalid
+from evroam.core.messages import LoadControlNotice, ScheduleSlot
 from evroam.core.money import energy_cost, round_money
 from evroam.territory.model import Program
 
 Interval = tuple[datetime, int, int]  # start, seconds, Wh
+
+MAX_CAP_KW = Decimal(1000)  # the largest per-PEV cap a notice carries (cap_w <= 1 000 000)
+
+
+@dataclass(frozen=True)
+class EventRules:
+    """What an operator may declare: an event is a demand-response call of hours, announced
+    ahead, not a standing limit. Longer or further ahead is refused naming the field."""
+
+    longest: timedelta = timedelta(hours=24)
+    horizon: timedelta = timedelta(days=30)  # how far ahead an event may start
+
+    def check(self, notice: LoadControlNotice, now: datetime, window: PlausibleWindow) -> None:
+        """Refuse (Invalid, naming the field) an event outside the rules; the notice itself
+        already refuses an end before its start and a cap outside 0..1 MW."""
+        start, end = notice.start_at, notice.end_at
+        if start < window.earliest:
+            raise Invalid(
+                "start_at", start.isoformat(), f"before {window.earliest.date()}: a clock error"
+            )
+        if start > now + self.horizon:
+            raise Invalid(
+                "start_at",
+                start.isoformat(),
+                f"more than {_span(self.horizon)} ahead of the utility's clock",
+            )
+        if end - start > self.longest:
+            raise Invalid("end_at", end.isoformat(), f"an event longer than {_span(self.longest)}")
+
+
+class EventCancelled(BaseModel):
+    """The answer to cancelling an event: the same every time it is asked (idempotent)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    cancelled_at: datetime
+    status: Literal["cancelled"] = "cancelled"
+
+
+def cap_w_of_kw(cap_kw: Decimal, field: str = "cap_kw") -> int:
+    """A cap typed in kW as whole W, refused before any conversion when it is not a finite
+    number within 0..1000 kW (int(Decimal('1e999999999')) would take the process's memory)."""
+    if not cap_kw.is_finite() or not Decimal(0) <= cap_kw <= MAX_CAP_KW:
+        raise Invalid(field, str(cap_kw)[:40], f"expected a number of kW within 0..{MAX_CAP_KW}")
+    return int(cap_kw * 1000)
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 86_400 == 0 and seconds >= 2 * 86_400:
+        return f"{seconds // 86_400} days"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} hours"
+    return f"{seconds // 60} minutes"
 
 
 @dataclass(frozen=True)

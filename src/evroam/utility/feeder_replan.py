@@ -122,7 +122,9 @@ class FeederReplanner:
         if not planned:
             return {}
         last = max(r.departure_at for _, r, _ in planned)
-        events = load_control_events(conn, ctx.utility_id, feeder_id, now, last)
+        events = load_control_events(
+            conn, ctx.utility_id, feeder_id, now, last, ctx.event_rules.longest
+        )
         capacity_w = self.capacity_w(feeder_id)
         allocation = allocate_feeder(
             now, [f for _, _, f in planned], capacity_w, events, feeder_id=feeder_id

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, case, func, insert, literal, select
 
 from evroam.core.messages import EnergyAvailable, ScheduleUpdate
 from evroam.db import schema as s
+from evroam.db.types import UtcDateTime
 from evroam.utility.planning import LoadControlEvent
 
 # At most this many schedule updates per poll.
@@ -97,17 +98,44 @@ def latest_version(conn: Connection, utility_id: str) -> int:
 
 
 def load_control_events(
-    conn: Connection, utility_id: str, feeder_id: str | None, start: datetime, end: datetime
+    conn: Connection,
+    utility_id: str,
+    feeder_id: str | None,
+    start: datetime,
+    end: datetime,
+    margin: timedelta = timedelta(hours=24),
 ) -> list[LoadControlEvent]:
-    """Events of the utility in scope of the feeder that overlap [start, end)."""
+    """Events of the utility in scope of the feeder in force somewhere in [start, end), each
+    cut to [start - margin, end + margin].
+
+    In force: not cancelled before it began; one cancelled under way ends at its
+    cancellation. The cut (done in SQL, before a stored instant is read) keeps an event stored
+    before events were bounded, from year 1 to 9999, out of planning arithmetic and
+    local-time formatting. With a margin of at least the longest event allowed
+    (EventRules.longest) no allowed event is cut: a plan or credit says what was declared.
+    """
     table = s.load_control_events
+    lo, hi = start - margin, end + margin
+    ends = case((table.c.cancelled_at < table.c.end_at, table.c.cancelled_at), else_=table.c.end_at)
+    cut_start = case((table.c.start_at < lo, literal(lo, UtcDateTime())), else_=table.c.start_at)
+    cut_end = case((ends > hi, literal(hi, UtcDateTime())), else_=ends)
     rows = conn.execute(
-        select(table).where(
+        select(
+            table.c.id,
+            table.c.feeder_id,
+            table.c.cap_w,
+            table.c.curtail_pct,
+            cut_start.label("start_at"),
+            cut_end.label("end_at"),
+        )
+        .where(
             table.c.utility_id == utility_id,
             table.c.start_at < end,
-            table.c.end_at > start,
+            ends > start,
+            table.c.cancelled_at.is_(None) | (table.c.cancelled_at > table.c.start_at),
             (table.c.feeder_id.is_(None)) | (table.c.feeder_id == feeder_id),
         )
+        .order_by(table.c.id)
     ).mappings()
     return [LoadControlEvent.from_row(r) for r in rows]
 

@@ -41,6 +41,7 @@ from evroam.utility.binding import Binding
 from evroam.utility.charges import Charges
 from evroam.utility.context import UtilityContext
 from evroam.utility.energy import EnergyPlanning
+from evroam.utility.events import EventCancelled, EventRules
 from evroam.utility.metering import Metering, ReadingsAck
 from evroam.utility.plan_store import SCHEDULE_PAGE
 from evroam.utility.registry import Registry
@@ -63,6 +64,7 @@ class UtilityService:
         alm_share: Decimal = Decimal(1),
         clearinghouse: ClearinghouseLink | None = None,
         window: PlausibleWindow = PlausibleWindow(),  # noqa: B008 - frozen
+        event_rules: EventRules = EventRules(),  # noqa: B008 - frozen
     ) -> None:
         self.ctx = UtilityContext(
             engine,
@@ -73,6 +75,7 @@ class UtilityService:
             alm_share=alm_share,
             clearinghouse=clearinghouse,
             window=window,
+            event_rules=event_rules,
         )
         self.binding = Binding(self.ctx)
         self.energy = EnergyPlanning(self.ctx)
@@ -149,6 +152,9 @@ class UtilityService:
 
     def declare_event(self, notice: LoadControlNotice) -> None:
         self.energy.declare_event(notice)
+
+    def cancel_event(self, event_id: str) -> EventCancelled:
+        return self.energy.cancel_event(event_id)
 
     # --- metering (metering.py) ------------------------------------------------------------
 
