@@ -207,7 +207,18 @@ def test_roaming_through_the_clearinghouse_server(clearinghouse: str) -> None:
 
     # MHE's receiver goes down; PGX's next transaction waits at the clearinghouse.
     mhe_home.stop()
-    second = tx.model_copy(update={"id": "PGX-T2", "billing_option": "guest"})
+    with pytest.raises(Refused) as refused:  # a second CDR for the same authorization
+        pgx.send_transaction(tx.model_copy(update={"id": "PGX-T1-AGAIN"}))
+    assert refused.value.status == 409
+    info2 = pgx.authorize(ask.model_copy(update={"session_id": "S2"}))
+    second = tx.model_copy(
+        update={
+            "id": "PGX-T2",
+            "billing_option": "guest",
+            "session_id": "S2",
+            "authorization_reference": info2.authorization_reference,
+        }
+    )
     with pytest.raises(Refused):  # the reference is of another session: refused, not kept
         pgx.send_transaction(second.model_copy(update={"session_id": "S9"}))
     pgx.send_transaction(second)

@@ -48,9 +48,11 @@ def home() -> Home:
 
 @pytest.fixture
 def service(sqlite_engine: Engine) -> ClearinghouseService:
-    return ClearinghouseService(
+    service = ClearinghouseService(
         sqlite_engine, FixedClock(T0), "CH-WEST", members=["PGX", "MHE", "XYZ"]
     )
+    service.load_locations({"PGX": ["PGX-P-ALICE"], "MHE": ["MHE-P-GINA"], "XYZ": ["XYZ-P-1"]})
+    return service
 
 
 @pytest.fixture
@@ -119,8 +121,9 @@ def test_credentials_exchange_rotates_token_c(
     token_a = service.register_member("PGX")
     body = {"token": "b", "url": "http://pgx.test"}
     first = client.post("/ocpi/2.2.1/credentials", headers=auth(token_a), json=body)
-    second = client.post("/ocpi/2.2.1/credentials", headers=auth(token_a), json=body)
-    c1, c2 = first.json()["data"]["token"], second.json()["data"]["token"]
+    c1 = first.json()["data"]["token"]
+    second = client.put("/ocpi/2.2.1/credentials", headers=auth(c1), json=body)
+    c2 = second.json()["data"]["token"]
     assert c1 != c2
     assert client.get("/v1/tokens", headers=auth(c1)).status_code == 401
     assert client.get("/v1/tokens", headers=auth(c2)).status_code == 200
@@ -128,9 +131,9 @@ def test_credentials_exchange_rotates_token_c(
     assert client.get("/v1/tokens", headers={"Authorization": f"Token {c2}"}).status_code == 200
     wrong = client.post("/ocpi/2.2.1/credentials", headers=auth("not-a-token"), json=body)
     assert wrong.status_code == 401 and wrong.json()["status_code"] == 2000
-    other = client.post(
+    other = client.put(
         "/ocpi/2.2.1/credentials",
-        headers=auth(token_a),
+        headers=auth(c2),
         json=body | {"roles": [{"role": "OTHER", "party_id": "MHE"}]},
     )
     assert other.status_code == 403

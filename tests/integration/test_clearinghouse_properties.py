@@ -118,6 +118,7 @@ def messages(sessions: list[tuple[str, str, int, int, int]]) -> list[tuple[str, 
 
 def play(steps: list[tuple[str, object]], times: int) -> tuple[ClearinghouseService, list[str]]:
     service = ClearinghouseService(fresh_engine(), FixedClock(T0 + timedelta(days=70)), "CH")
+    service.load_locations({u: [f"{u}-P"] for u in UTILITIES})
     references: dict[str, str] = {}
     for kind, body in steps:
         for _ in range(times):

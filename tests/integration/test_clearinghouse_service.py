@@ -35,6 +35,8 @@ def ch(engine: Engine, clock: FixedClock) -> ClearinghouseService:
     service = ClearinghouseService(engine, clock, "CH-WEST", members=["PGX", "MHE", "XYZ"])
     for member in ("PGX", "MHE", "XYZ"):
         service.ensure_member(member)
+    # Where each may ask for authorizations: its premises, as the territory lists them.
+    service.load_locations({m: [f"{m}-P-9", f"{m}-P-1"] for m in ("PGX", "MHE", "XYZ")})
     return service
 
 
@@ -388,7 +390,8 @@ def test_credentials_exchange_and_rotation(ch: ClearinghouseService) -> None:
     member, token_c = done
     assert member == "PGX" and ch.member_for_token(token_c) == "PGX"
     assert ch.member_endpoints()["PGX"] == ("http://127.0.0.1:8101", "token-b-pgx")
-    again = ch.exchange_credentials(token_a, "token-b-2", "http://127.0.0.1:8101")
+    # Rotation: C (not the spent A) with PUT.
+    again = ch.exchange_credentials(token_c, "token-b-2", "http://127.0.0.1:8101", method="PUT")
     assert again is not None and again[1] != token_c
     assert ch.member_for_token(token_c) is None  # the old C stopped working
     assert ch.member_for_token(again[1]) == "PGX"

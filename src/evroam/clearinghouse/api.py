@@ -7,19 +7,21 @@ also says how members and the operator authenticate). docs/ocpi.md maps every fi
 # No `from __future__ import annotations` here: FastAPI reads the annotations at run time.
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from evroam.clearinghouse.edge import Edge, plain, with_detail
+from evroam.clearinghouse.edge import Edge, excerpt, shown, with_detail
 from evroam.clearinghouse.forwarder import Forwarder, MemberLinks
 from evroam.clearinghouse.ocpi_routes import BASE, add_ocpi_routes
 from evroam.clearinghouse.service import ClearinghouseService
 from evroam.clearinghouse.v1_routes import MAX_TOKENS, TOKENS, add_v1_routes, issued_json
 from evroam.core.clock import FixedClock
 from evroam.core.errors import Invalid, Refused
+from evroam.protocols.http_limits import DEFAULT_MAX_BODY, BodyLimit
 from evroam.protocols.roaming import ocpi
 from evroam.protocols.roaming.ports import HomeUtilityLink, NoRecord
 
@@ -68,14 +70,20 @@ def create_app(
         "between member utilities (OCPI 2.2.1-shaped; see docs/ocpi.md).",
         lifespan=lifespan,
     )
+    # Every body bounded before any parsing (413); the batch publication may carry more.
+    app.add_middleware(RouteBodyLimit)
 
     # --- errors, all in the envelope ------------------------------------------------------
 
     @app.exception_handler(Refused)
     async def refused(_: Request, err: Refused) -> Response:
         code = ocpi.INVALID_PARAMETERS if isinstance(err, Invalid) else ocpi.CLIENT_ERROR
-        detail = [{"loc": err.field.split("."), "msg": err.message, "input": plain(err.value)}]
-        return with_detail(reply(None, err.status, code, str(err)), detail)
+        detail = [{"loc": err.field.split("."), "msg": err.message, "input": shown(err.value)}]
+        message = f"{err.field}: {err.message} (got {excerpt(err.value)})"
+        response = with_detail(reply(None, err.status, code, message), detail)
+        if err.status == 401:
+            response.headers["WWW-Authenticate"] = "Token"
+        return response
 
     @app.exception_handler(NoRecord)
     async def no_record(_: Request, err: NoRecord) -> Response:
@@ -84,7 +92,7 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> Response:
         detail = [
-            {"loc": list(e["loc"]), "msg": e["msg"], "input": plain(e.get("input"))}
+            {"loc": list(e["loc"]), "msg": e["msg"], "input": shown(e.get("input"))}
             for e in err.errors()
         ]
         first = detail[0] if detail else {"loc": [], "msg": "invalid"}
@@ -107,3 +115,22 @@ def create_app(
     add_ocpi_routes(app, edge, links)
     add_v1_routes(app, edge, links, sim_clock)
     return app
+
+
+# The batch publication (PUT /v1/tokens) carries up to MAX_TOKENS tokens of at most a few
+# hundred bytes each; every other body is a single message.
+MAX_BATCH_BODY = MAX_TOKENS * 640
+BATCH_PATHS = frozenset({"/v1/tokens"})
+
+
+class RouteBodyLimit:
+    """protocols/http_limits.BodyLimit with the batch route's larger bound: a 40 MB body
+    anywhere is refused (413) before any of it is parsed."""
+
+    def __init__(self, app: Any) -> None:
+        self.single = BodyLimit(app, DEFAULT_MAX_BODY)
+        self.batch = BodyLimit(app, MAX_BATCH_BODY)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        limit = self.batch if scope.get("path") in BATCH_PATHS else self.single
+        await limit(scope, receive, send)

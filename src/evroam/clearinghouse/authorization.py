@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from evroam.clearinghouse import store
 from evroam.clearinghouse.context import Context
+from evroam.clearinghouse.locations import Locations
 from evroam.core.errors import Conflict, Forbidden
 from evroam.db import schema as s
 from evroam.protocols.roaming.messages import AuthorizationInfo, AuthorizationRequest
@@ -29,8 +30,9 @@ _RECORD_AUTHORIZATION = insert(s.ch_authorizations)
 
 
 class Authorizations:
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, locations: Locations) -> None:
         self.context = context
+        self.locations = locations
 
     def authorization_reference(
         self, roaming_utility: str, premise_id: str, session_id: str
@@ -41,7 +43,8 @@ class Authorizations:
 
     def authorize(self, member: str, request: AuthorizationRequest) -> AuthorizationInfo:
         """May this PEV charge at this premise of the caller? Idempotent per (roaming
-        utility, premise, session). Unknown, withdrawn or the caller's own PEV: NoRecord."""
+        utility, premise, session). A premise not in the caller's territory: Forbidden.
+        Unknown, withdrawn or the caller's own PEV: NoRecord."""
         if request.roaming_utility != member:
             raise Forbidden(
                 "roaming_utility",
@@ -56,6 +59,7 @@ class Authorizations:
         # One connection: read, then write only when there is something new. (On SQLite the
         # reads run outside a transaction; the insert takes the writers' lock.)
         with self.context.engine.connect() as conn:
+            self.locations.check(member, request.premise_id, conn)
             held = conn.execute(_AUTHORIZATION, asked).first()
             if held is not None:
                 if held.pev_id != request.pev_id:

@@ -43,11 +43,7 @@ class Edge:
 
     async def member(self, request: Request) -> str:
         """The member the request's token C speaks for (a FastAPI dependency)."""
-        tokens = self.presented(request)
-        for token in tokens:  # the usual case: checked a moment ago, no database
-            if (found := self.service.remembered_member(token)) is not None:
-                return found
-        for token in tokens:
+        for token in self.presented(request):
             found = await run_in_threadpool(self.service.member_for_token, token)
             if found is not None:
                 return found
@@ -84,7 +80,14 @@ def with_detail(response: Response, detail: list[dict[str, Any]]) -> Response:
     )
 
 
+# What an error may show of a value it names: never the input echoed back whole.
+EXCERPT_CHARS = 80
+EXCERPT_ITEMS = 10
+EXCERPT_DEPTH = 3
+
+
 def plain(value: Any) -> Any:
+    """A value as JSON (dates as OCPI instants)."""
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     if isinstance(value, dict):
@@ -94,3 +97,32 @@ def plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return ocpi.instant(value)
     return str(value)
+
+
+def shown(value: Any, depth: int = 0) -> Any:
+    """A refused value as JSON, cut to a short excerpt (strings, lists, objects, nesting)."""
+    if isinstance(value, list | tuple | dict) and depth >= EXCERPT_DEPTH:
+        return "..."
+    if isinstance(value, list | tuple):
+        items = [shown(v, depth + 1) for v in value[:EXCERPT_ITEMS]]
+        return [*items, "..."] if len(value) > EXCERPT_ITEMS else items
+    if isinstance(value, dict):
+        kept = list(value.items())[:EXCERPT_ITEMS]
+        cut = {_cut(str(k)): shown(v, depth + 1) for k, v in kept}
+        return cut | {"...": "..."} if len(value) > EXCERPT_ITEMS else cut
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and abs(value) < 10**EXCERPT_CHARS:
+        return value
+    if isinstance(value, datetime):
+        return ocpi.instant(value)
+    return _cut(str(value))
+
+
+def excerpt(value: Any) -> str:
+    """A refused value for a one-line message, at most about EXCERPT_CHARS characters."""
+    return _cut(repr(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."

@@ -6,7 +6,8 @@ tokens (the registry, pushed by each home utility), real-time authorization (see
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations at run time.
 from collections.abc import Callable, Mapping
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
@@ -50,14 +51,28 @@ def add_ocpi_routes(
 
     # --- credentials ----------------------------------------------------------------------
 
-    async def exchange(request: Request) -> Response:
+    def credentials_answer(request: Request, token_c: str) -> Response:
+        return reply(
+            {
+                "token": token_c,
+                "url": str(request.base_url).rstrip("/") + "/ocpi/versions",
+                "roles": [
+                    {
+                        "role": "HUB",
+                        "party_id": service.clearinghouse_id,
+                        "country_code": ocpi.COUNTRY_CODE,
+                        "business_details": {"name": service.clearinghouse_id},
+                    }
+                ],
+            }
+        )
+
+    async def exchange(request: Request, method: Literal["POST", "PUT"]) -> Response:
         body = await json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("token"), str):
             raise Invalid("token", None, "give your token B")
         if not isinstance(body.get("url"), str):
-            raise Invalid(
-                "url", body.get("url") if isinstance(body, dict) else None, "give your base URL"
-            )
+            raise Invalid("url", body.get("url"), "give your base URL")
         roles = body.get("roles") or []
         parties = [
             r.get("party_id") if isinstance(r, dict) else None
@@ -65,28 +80,36 @@ def add_ocpi_routes(
         ]
         for token in presented(request):
             done = await run_in_threadpool(
-                service.exchange_credentials, token, body["token"], body["url"], parties
+                partial(service.exchange_credentials, method=method),
+                token,
+                body["token"],
+                body["url"],
+                parties,
             )
             if done is not None:
-                _, token_c = done
-                return reply(
-                    {
-                        "token": token_c,
-                        "url": str(request.base_url).rstrip("/") + "/ocpi/versions",
-                        "roles": [
-                            {
-                                "role": "HUB",
-                                "party_id": service.clearinghouse_id,
-                                "country_code": ocpi.COUNTRY_CODE,
-                                "business_details": {"name": service.clearinghouse_id},
-                            }
-                        ],
-                    }
-                )
+                return credentials_answer(request, done[1])
+        if method == "PUT":
+            raise unauthorized("credentials token (Authorization: Token <token C>)")
         raise unauthorized("registration token (Authorization: Token <token A>)")
 
-    app.post(f"{BASE}/credentials")(exchange)
-    app.put(f"{BASE}/credentials")(exchange)
+    @app.post(f"{BASE}/credentials")
+    async def register(request: Request) -> Response:
+        """Register with token A (once; it expires): the answer holds the member's token C."""
+        return await exchange(request, "POST")
+
+    @app.put(f"{BASE}/credentials")
+    async def rotate(request: Request) -> Response:
+        """Rotate with the current token C: a new C (the old one stops working), and the
+        token B and URL given replace those held."""
+        return await exchange(request, "PUT")
+
+    @app.get(f"{BASE}/credentials")
+    async def read_credentials(request: Request) -> Response:
+        """The credentials the member uses here (its token C as presented)."""
+        for token in presented(request):
+            if await run_in_threadpool(service.member_for_token, token) is not None:
+                return credentials_answer(request, token)
+        raise unauthorized("credentials token (Authorization: Token <token C>)")
 
     @app.delete(f"{BASE}/credentials")
     def unregister(who: Member) -> Response:

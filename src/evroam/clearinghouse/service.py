@@ -13,16 +13,18 @@ stored result, with different content it is refused (Conflict).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import Engine
 
 from evroam.clearinghouse.authorization import Authorizations
 from evroam.clearinghouse.context import Context
-from evroam.clearinghouse.members import TOKEN_MEMORY_S, Member, Membership
+from evroam.clearinghouse.locations import Locations
+from evroam.clearinghouse.members import DEFAULT_REGISTRATION_TTL, Member, Membership
 from evroam.clearinghouse.settlement import PERIOD_PATTERN
 from evroam.clearinghouse.statements import IssuedPeriod, Statements
+from evroam.clearinghouse.token_box import TokenBox
 from evroam.clearinghouse.tokens import PublishResult, Registry
 from evroam.clearinghouse.transactions import ChargeTransactions, Received
 from evroam.core.clock import Clock
@@ -37,8 +39,8 @@ from evroam.protocols.roaming.messages import (
 from evroam.protocols.roaming.ports import HomeUtilityLink
 
 __all__ = [
+    "DEFAULT_REGISTRATION_TTL",
     "PERIOD_PATTERN",
-    "TOKEN_MEMORY_S",
     "ClearinghouseService",
     "IssuedPeriod",
     "Member",
@@ -55,11 +57,21 @@ class ClearinghouseService:
         clearinghouse_id: str = "CH",
         *,
         members: Iterable[str] | None = None,
+        registration_ttl: timedelta = DEFAULT_REGISTRATION_TTL,
+        token_key: str | None = None,
     ) -> None:
+        """``registration_ttl``: how long a token A is good for after it was issued;
+        ``token_key``: a secret to encrypt the members' tokens B at rest with (token_box.py)."""
         self.context = Context(engine, clock, clearinghouse_id)
-        self.membership = Membership(self.context, members)
+        self.membership = Membership(
+            self.context,
+            members,
+            registration_ttl=registration_ttl,
+            token_box=TokenBox(token_key),
+        )
         self.registry = Registry(self.context)
-        self.authorizations = Authorizations(self.context)
+        self.locations = Locations(self.context)
+        self.authorizations = Authorizations(self.context, self.locations)
         self.charge_transactions = ChargeTransactions(self.context)
         self.statements = Statements(self.context)
 
@@ -96,21 +108,38 @@ class ClearinghouseService:
         return self.membership.members()
 
     def exchange_credentials(
-        self, token: str, token_b: str, url: str, party_ids: Sequence[str | None] = ()
+        self,
+        token: str,
+        token_b: str,
+        url: str,
+        party_ids: Sequence[str | None] = (),
+        *,
+        method: Literal["POST", "PUT"] = "POST",
     ) -> tuple[str, str] | None:
-        return self.membership.exchange_credentials(token, token_b, url, party_ids)
+        return self.membership.exchange_credentials(token, token_b, url, party_ids, method=method)
 
     def unregister(self, member: str) -> None:
         self.membership.unregister(member)
 
-    def remembered_member(self, token: str) -> str | None:
-        return self.membership.remembered_member(token)
+    def revoke(self, member: str) -> None:
+        self.membership.revoke(member)
+
+    def seal_stored_tokens(self) -> int:
+        return self.membership.seal_stored_tokens()
 
     def member_for_token(self, token: str) -> str | None:
         return self.membership.member_for_token(token)
 
     def member_endpoints(self) -> dict[str, tuple[str, str]]:
         return self.membership.member_endpoints()
+
+    # --- which member each premise belongs to: locations.py ---------------------------------
+
+    def load_locations(self, premises: Mapping[str, Iterable[str]]) -> int:
+        return self.locations.load(premises)
+
+    def locations_of(self, member: str) -> list[str]:
+        return self.locations.premises(member)
 
     # --- the roaming registry: tokens.py ----------------------------------------------------
 

@@ -1,11 +1,15 @@
 """What `evroam serve clearinghouse` is configured with: EVROAM_CH_ID, the operator token,
-and each member's registration token A in EVROAM_CH_REGISTRATION_<MEMBER>."""
+each member's registration token A in EVROAM_CH_REGISTRATION_<MEMBER> and how long it is
+good for (EVROAM_REGISTRATION_TTL_DAYS), the key sealing tokens B at rest
+(EVROAM_CH_TOKEN_KEY), and the server's TLS certificate."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -25,6 +29,8 @@ FLAGS = {
     "port": "--port",
     "forward_timeout": "--forward-timeout",
     "retry_every": "--retry-every",
+    "tls_cert": "--tls-cert",
+    "tls_key": "--tls-key",
 }
 
 
@@ -58,6 +64,26 @@ class ClearinghouseSettings(DatabaseSettings):
     port: int = 8200
     forward_timeout: float = 2.0
     retry_every: float = 2.0
+    # A registration token A is single-use and expires this long after it was issued.
+    registration_ttl_days: float = Field(default=7.0, gt=0, le=3650)
+    ch_token_key: Secret | None = None  # encrypts the members' tokens B at rest
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _together(self) -> Self:
+        if self.tls_cert is not None and self.tls_key is None:
+            raise SettingError(self.variable("tls_key"), "not set (the certificate needs it)")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise SettingError(self.variable("tls_cert"), "not set (the key needs it)")
+        return self
+
+    @property
+    def registration_ttl(self) -> timedelta:
+        return timedelta(days=self.registration_ttl_days)
+
+    def token_key(self) -> str | None:
+        return None if self.ch_token_key is None else self.ch_token_key.get_secret_value()
 
     @classmethod
     def settings_customise_sources(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, RowMapping, Table, insert, select
+from sqlalchemy import Connection, RowMapping, Table, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from evroam.clearinghouse.settlement import Entry
@@ -31,6 +32,18 @@ CHUNK = 900
 def digest(token: str) -> str:
     """Tokens are stored as SHA-256 digests: a copy of the database lets nobody in."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def same_digest(stored: str, computed: str) -> bool:
+    """Two digests compared in constant time."""
+    return hmac.compare_digest(stored.encode("ascii"), computed.encode("ascii"))
+
+
+MEMBERS = s.ch_members
+# The hot path's lookup of a caller, built once.
+MEMBER_BY_TOKEN_C = select(MEMBERS.c.utility_id).where(
+    MEMBERS.c.token_c_sha256 == bindparam("digest")
+)
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

@@ -64,7 +64,9 @@ class ChargeTransactions:
                         raise Conflict("id", tx.id, "already received with other content")
                     return Received(tx.id, held.period, duplicate=True)
                 self._check_authorized(conn, member, tx)
-                if tx.credit_of is not None:
+                if tx.credit_of is None:
+                    self._check_first(conn, tx)
+                else:
                     self._check_correction(conn, member, tx)
                 period = self._open_period(conn, period_of(tx.end_at))
                 conn.execute(
@@ -77,8 +79,11 @@ class ChargeTransactions:
     @staticmethod
     def _check_authorized(conn: Connection, member: str, tx: ChargeTransaction) -> None:
         a = s.ch_authorizations
+        # Locked (PostgreSQL): two CDRs quoting one authorization are received one at a time.
         auth = conn.execute(
-            select(a).where(a.c.authorization_reference == tx.authorization_reference)
+            select(a)
+            .where(a.c.authorization_reference == tx.authorization_reference)
+            .with_for_update()
         ).first()
         if auth is None or auth.roaming_utility != member:
             raise Invalid(
@@ -102,6 +107,28 @@ class ChargeTransactions:
         if tx.billing_option not in options:
             raise Invalid(
                 "billing_option", tx.billing_option, f"the home utility allows {list(options)}"
+            )
+
+    @staticmethod
+    def _check_first(conn: Connection, tx: ChargeTransaction) -> None:
+        """One original CDR per authorization: a session is claimed once; what changes later
+        is a correction naming the original (OCPI 2.2.1: a credit CDR with
+        credit_reference_id; here also a further charge for late readings)."""
+        t = s.ch_transactions
+        first = conn.execute(
+            select(t.c.id)
+            .where(
+                t.c.authorization_reference == tx.authorization_reference,
+                t.c.credit_of.is_(None),
+            )
+            .limit(1)
+        ).scalar()
+        if first is not None:
+            raise Conflict(
+                "authorization_reference",
+                tx.authorization_reference,
+                f"authorization {tx.authorization_reference} already has its CDR {first}: "
+                f"send a correction naming it (credit: true, credit_reference_id: {first})",
             )
 
     @staticmethod

@@ -12,7 +12,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from evroam.clearinghouse.settings import ClearinghouseSettings
-from evroam.cli.common import configured, fail, fail_lines, open_db, out
+from evroam.cli.common import configured, err, fail, fail_lines, open_db, out
 from evroam.core.errors import Refused
 from evroam.core.settings import SettingError
 from evroam.db.engine import default_url
@@ -23,14 +23,20 @@ def clearinghouse_service(
     engine: Engine, territory: Path | None, settings: ClearinghouseSettings, clock: Any = None
 ) -> Any:
     """The clearinghouse service; with a territory, its members registered (A from the
-    settings)."""
+    settings) and each member's premises loaded (where it may ask for authorizations)."""
     from evroam.clearinghouse.service import ClearinghouseService
     from evroam.core.clock import utc_now
     from evroam.protocols.roaming.http import registration_env
 
     clock = clock or utc_now
+    options: dict[str, Any] = {
+        "registration_ttl": settings.registration_ttl,
+        "token_key": settings.token_key(),
+    }
     if territory is None:
-        return ClearinghouseService(engine, clock, settings.ch_id)
+        service = ClearinghouseService(engine, clock, settings.ch_id, **options)
+        service.seal_stored_tokens()
+        return service
     try:
         loaded = load_territory(territory)
     except TerritoryFileError as exc:
@@ -38,7 +44,10 @@ def clearinghouse_service(
     if loaded.clearinghouse is None:
         fail(f"--territory: {territory} has no clearinghouse section")
     members = loaded.clearinghouse.members
-    service = ClearinghouseService(engine, clock, loaded.clearinghouse.id, members=members)
+    service = ClearinghouseService(
+        engine, clock, loaded.clearinghouse.id, members=members, **options
+    )
+    service.seal_stored_tokens()
     for member in members:
         try:
             token_a = settings.registration_token(member)
@@ -51,7 +60,41 @@ def clearinghouse_service(
                 service.ensure_member(member)
         except Refused as exc:
             fail(f"{registration_env(member)}: {exc}")
+    service.load_locations(
+        {u.id: [p.id for p in u.premises] for u in loaded.utilities if u.id in members}
+    )
     return service
+
+
+def clearinghouse_warnings(service: Any, settings: ClearinghouseSettings) -> list[str]:
+    """What `serve clearinghouse` says at start: members that cannot register or roam yet,
+    and tokens B kept in clear."""
+    from evroam.protocols.roaming.http import registration_env
+
+    lines = []
+    for member in service.members():
+        if not member.connected and member.token_a in ("none", "used"):
+            lines.append(
+                f"member {member.utility_id} has no usable registration token: set a new "
+                f"{registration_env(member.utility_id)} or run `evroam clearinghouse register "
+                f"--utility {member.utility_id}`"
+            )
+        elif not member.connected and member.token_a == "expired":
+            lines.append(
+                f"member {member.utility_id}: its registration token A expired (after "
+                f"{settings.registration_ttl_days:g} days); issue a new one"
+            )
+        if not service.locations_of(member.utility_id):
+            lines.append(
+                f"member {member.utility_id} has no premises loaded: its authorizations are "
+                "refused (403) until --territory lists them"
+            )
+    if settings.ch_token_key is None:
+        lines.append(
+            "EVROAM_CH_TOKEN_KEY not set: the members' tokens B are stored in clear in the "
+            "database (set it to store them encrypted)"
+        )
+    return lines
 
 
 clearinghouse_app = typer.Typer(no_args_is_help=True, help="The clearinghouse's operator.")
@@ -73,6 +116,28 @@ def clearinghouse_register(
         typer.echo(service.register_member(utility))
     except Refused as exc:
         fail(str(exc))
+    err.print(
+        f"single-use; expires in {settings.registration_ttl_days:g} days "
+        "(EVROAM_REGISTRATION_TTL_DAYS)",
+        highlight=False,
+    )
+
+
+@clearinghouse_app.command("revoke")
+def clearinghouse_revoke(
+    ctx: typer.Context,
+    utility: Annotated[str, typer.Option(help="The member utility.")],
+) -> None:
+    """Revoke every token of a member: its token C (and any unused token A) stops working at
+    its next call, and its token B and URL are forgotten. CDRs for it wait until it
+    registers again with a new token A (`evroam clearinghouse register`)."""
+    settings = configured(ClearinghouseSettings, ctx)
+    service = clearinghouse_service(open_db(default_url(settings)), None, settings)
+    try:
+        service.revoke(utility)
+    except Refused as exc:
+        fail(str(exc))
+    out.print(f"revoked every token of {utility}", highlight=False)
 
 
 @clearinghouse_app.command("settle")

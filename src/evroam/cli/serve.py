@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from evroam.clearinghouse.settings import FLAGS as CH_FLAGS
 from evroam.clearinghouse.settings import ClearinghouseSettings
-from evroam.cli.clearinghouse import clearinghouse_service
+from evroam.cli.clearinghouse import clearinghouse_service, clearinghouse_warnings
 from evroam.cli.common import configured, err, fail, fail_lines, open_db
 from evroam.core.errors import Refused
 from evroam.db.engine import default_url, make_engine
@@ -43,8 +43,13 @@ def serve_utility(
         str | None,
         typer.Option(
             help="The clearinghouse's URL: register with the registration token in "
-            "EVROAM_CH_REGISTRATION_TOKEN, publish the enrolled PEVs, roam through it."
+            "EVROAM_CH_REGISTRATION_TOKEN (once: the credentials are kept in "
+            "EVROAM_CH_CREDENTIALS_FILE), publish the enrolled PEVs, roam through it."
         ),
+    ] = None,
+    clearinghouse_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA certificate (PEM) to check an https:// clearinghouse by."),
     ] = None,
     public_url: Annotated[
         str | None,
@@ -92,13 +97,14 @@ def serve_utility(
 ) -> None:
     """Serve one utility over HTTP: the gateway API, OCPP 1.6J/2.0.1 for charging stations
     at /ocpp/{station_id}, and with a clearinghouse its roaming CDR receiver."""
-    import secrets
-
     import uvicorn
 
     from evroam.core.clock import FixedClock, utc_now
     from evroam.protocols.ocpp import OcppSettings, install_ocpp
-    from evroam.protocols.roaming.http import HttpClearinghouseLink, register
+    from evroam.protocols.roaming.credentials import CredentialsError, connect
+    from evroam.protocols.roaming.http import HttpClearinghouseLink, tls_context
+    from evroam.protocols.roaming.http import Refused as RoamingRefused
+    from evroam.protocols.roaming.ports import Unavailable
     from evroam.utility.api import create_app
     from evroam.utility.ocpp_desk import TransactionDesk
     from evroam.utility.service import UtilityService
@@ -113,6 +119,7 @@ def serve_utility(
         ch_url=clearinghouse,
         public_url=public_url,
         ch_timeout=ch_timeout,
+        ch_ca_file=clearinghouse_ca,
         ocpp_basic_auth=ocpp_basic_auth,
         ocpp_tls_only=ocpp_tls_only,
         ocpp_heartbeat=ocpp_heartbeat,
@@ -137,18 +144,26 @@ def serve_utility(
         with engine.begin() as conn:
             save_territory(conn, own)  # a utility's database holds only its own registry
     clock = FixedClock(utc_now()) if sim_clock else utc_now
-    token_b = secrets.token_urlsafe(32) if clearinghouse else None
+    token_b = None
     link = None
     if clearinghouse is not None:
-        assert token_b is not None and settings.ch_registration_token is not None
-        token_c = register(
-            clearinghouse,
-            settings.ch_registration_token.get_secret_value(),
-            public_url or f"http://{host}:{port}",
-            token_b,
-            party_id=utility,
+        verify = tls_context(None if settings.ch_ca_file is None else str(settings.ch_ca_file))
+        scheme = "https" if tls_cert else "http"
+        try:
+            held = connect(
+                clearinghouse,
+                secret(settings.ch_registration_token),
+                public_url or f"{scheme}://{host}:{port}",
+                utility,
+                settings.credentials_file(),
+                verify=verify,
+            )
+        except (CredentialsError, RoamingRefused, Unavailable) as exc:
+            fail(f"--clearinghouse: {exc}")
+        token_b = held.token_b
+        link = HttpClearinghouseLink(
+            clearinghouse, held.token_c, timeout_s=settings.ch_timeout, verify=verify
         )
-        link = HttpClearinghouseLink(clearinghouse, token_c, timeout_s=settings.ch_timeout)
     service = UtilityService(
         engine,
         utility,
@@ -233,8 +248,13 @@ def serve_clearinghouse(
         bool,
         typer.Option(help="A simulated clock the operator moves (PUT /v1/operator/clock)."),
     ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Server certificate (PEM): serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
 ) -> None:
-    """Serve the clearinghouse (OCPI 2.2.1-shaped roaming API and settlement) over HTTP.
+    """Serve the clearinghouse (OCPI 2.2.1-shaped roaming API and settlement) over HTTP, or
+    HTTPS with --tls-cert and --tls-key.
 
     Registration token A of each member comes from EVROAM_CH_REGISTRATION_<UTILITY_ID>
     (non-alphanumerics as _), or from `evroam clearinghouse register`; the operator token
@@ -245,7 +265,6 @@ def serve_clearinghouse(
 
     from evroam.clearinghouse.api import create_app
     from evroam.core.clock import FixedClock, utc_now
-    from evroam.protocols.roaming.http import registration_env
 
     settings = configured(
         ClearinghouseSettings,
@@ -255,8 +274,11 @@ def serve_clearinghouse(
         port=port,
         forward_timeout=forward_timeout,
         retry_every=retry_every,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     host, port = settings.host, settings.port
+    tls_cert, tls_key = settings.tls_cert, settings.tls_key
     forward_timeout, retry_every = settings.forward_timeout, settings.retry_every
     clock = FixedClock(utc_now()) if sim_clock else None
     engine = open_db(default_url(settings))
@@ -266,15 +288,8 @@ def serve_clearinghouse(
         engine.dispose()
         engine = make_engine(default_url(settings), pool_size=40, max_overflow=10)
     service = clearinghouse_service(engine, territory, settings, clock)
-    for member in service.members():
-        if not member.registered:
-            err.print(
-                f"member {member.utility_id} has no registration token: set "
-                f"{registration_env(member.utility_id)} or run `evroam clearinghouse register "
-                f"--utility {member.utility_id}`",
-                highlight=False,
-                soft_wrap=True,
-            )
+    for line in clearinghouse_warnings(service, settings):
+        err.print(line, highlight=False, soft_wrap=True)
     operator_token = secret(settings.operator_token)
     app = create_app(
         service,
@@ -283,4 +298,11 @@ def serve_clearinghouse(
         retry_every_s=retry_every if retry_every > 0 else None,
         sim_clock=clock,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+    )

@@ -478,11 +478,25 @@ ch_members = Table(
     _id("utility_id", primary_key=True),
     Column("token_a_sha256", String(64)),  # registration token A (NULL: none issued yet)
     Column("token_c_sha256", String(64), unique=True),  # the member's credentials token C
-    Column("token_b", String(300)),  # what the clearinghouse sends when calling the member
+    # What the clearinghouse sends when calling the member: encrypted ("fernet:...") when
+    # EVROAM_CH_TOKEN_KEY is set (it must be presented, so it cannot be a digest).
+    Column("token_b", String(600)),
     Column("url", String(500)),  # the member's base URL
     Column("registered_at", UtcDateTime, nullable=False),
     Column("credentials_at", UtcDateTime),
+    Column("token_a_issued_at", UtcDateTime),  # A expires EVROAM_REGISTRATION_TTL_DAYS after
+    Column("token_a_used_at", UtcDateTime),  # A is single-use: set at the exchange
 )
+
+# Which member's territory each premise is in (from the territory the clearinghouse loads):
+# a member asks for authorizations only at its own premises.
+ch_locations = Table(
+    "ch_locations",
+    metadata,
+    _id("premise_id", primary_key=True),
+    _id("utility_id", nullable=False),
+)
+Index("ix_ch_locations_utility", ch_locations.c.utility_id)
 
 ch_tokens = Table(
     "ch_tokens",
@@ -552,6 +566,7 @@ ch_transactions = Table(
 )
 Index("ix_ch_transactions_pending", ch_transactions.c.pending, ch_transactions.c.seq)
 Index("ix_ch_transactions_period", ch_transactions.c.period, ch_transactions.c.seq)
+Index("ix_ch_transactions_authorization", ch_transactions.c.authorization_reference)
 Index(
     "ix_ch_transactions_session",
     ch_transactions.c.roaming_utility,

@@ -72,6 +72,9 @@ class InProcess:
             for member in members:
                 self.clearinghouse.ensure_member(member)
                 links[member] = InProcessClearinghouseLink(self.clearinghouse, member, self.homes)
+            self.clearinghouse.load_locations(
+                {u.id: [p.id for p in u.premises] for u in territory.utilities if u.id in members}
+            )
         self.services = {
             u.id: UtilityService(engine, u.id, clock, rng_seed=seed, clearinghouse=links.get(u.id))
             for u in territory.utilities

@@ -18,6 +18,7 @@ FLAGS = {
     "ch_url": "--clearinghouse",
     "public_url": "--public-url",
     "ch_timeout": "--ch-timeout",
+    "ch_ca_file": "--clearinghouse-ca",
     "host": "--host",
     "port": "--port",
     "ocpp_basic_auth": "--ocpp-basic-auth",
@@ -38,6 +39,10 @@ class UtilitySettings(DatabaseSettings):
     portal_secret: Secret | None = None  # signs the portal's session cookie
     ch_url: str | None = None  # the clearinghouse to register with and roam through
     ch_registration_token: Secret | None = None  # token A, presented once to register
+    ch_ca_file: Path | None = None  # the CA (PEM) the clearinghouse's certificate is checked by
+    # Where the credentials got from the clearinghouse are kept across restarts (mode 0600);
+    # default: beside the SQLite database, else in the user's data directory.
+    ch_credentials_file: Path | None = None
     public_url: str | None = None  # what the clearinghouse calls back (http://HOST:PORT)
     ch_timeout: float = 2.0
     host: str = "127.0.0.1"
@@ -53,7 +58,11 @@ class UtilitySettings(DatabaseSettings):
 
     @model_validator(mode="after")
     def _together(self) -> Self:
-        if self.ch_url is not None and self.ch_registration_token is None:
+        if (
+            self.ch_url is not None
+            and self.ch_registration_token is None
+            and not self.credentials_file().is_file()
+        ):
             raise SettingError(
                 self.variable("ch_registration_token"),
                 "not set (registering with the clearinghouse needs it)",
@@ -63,3 +72,10 @@ class UtilitySettings(DatabaseSettings):
         if self.tls_key is not None and self.tls_cert is None:
             raise SettingError(self.variable("tls_cert"), "not set (the key needs it)")
         return self
+
+    def credentials_file(self) -> Path:
+        """Where this utility keeps its clearinghouse credentials (token C and B)."""
+        from evroam.db.engine import default_url
+        from evroam.protocols.roaming.credentials import default_file
+
+        return self.ch_credentials_file or default_file(default_url(self), self.utility_id)

@@ -11,6 +11,7 @@ refusal that a retry will not fix.
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,15 @@ CREDENTIALS_PATH = f"/ocpi/{ocpi.VERSION}/credentials"
 CDRS_PATH = f"/ocpi/{ocpi.VERSION}/cdrs"
 TOKENS_BATCH_PATH = "/v1/tokens"
 
+# How a client checks the server's certificate: True (the system's CAs), an SSLContext (a
+# private CA: ``tls_context``), or False (never outside tests).
+Verify = ssl.SSLContext | bool
+
+
+def tls_context(ca_file: str | None) -> Verify:
+    """Certificates checked against ``ca_file`` (PEM), else against the system's CAs."""
+    return True if ca_file is None else ssl.create_default_context(cafile=ca_file)
+
 
 class Refused(Exception):
     """The other party answered with a refusal (HTTP 4xx); retrying will not help."""
@@ -48,11 +58,12 @@ def token_header(token: str) -> str:
 
 
 class _OcpiClient:
-    def __init__(self, base_url: str, token: str, timeout_s: float) -> None:
+    def __init__(self, base_url: str, token: str, timeout_s: float, verify: Verify = True) -> None:
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": token_header(token), "Content-Type": "application/json"},
             timeout=timeout_s,
+            verify=verify,
         )
 
     def request(
@@ -98,8 +109,9 @@ class HttpClearinghouseLink:
         timeout_s: float = 2.0,
         *,
         country_code: str = ocpi.COUNTRY_CODE,
+        verify: Verify = True,
     ) -> None:
-        self._http = _OcpiClient(base_url, token_c, timeout_s)
+        self._http = _OcpiClient(base_url, token_c, timeout_s, verify)
         self.country_code = country_code
 
     def publish_tokens(self, tokens: Sequence[RoamingToken], *, replace: bool = False) -> int:
@@ -156,9 +168,77 @@ def register(
     party_id: str | None = None,
     country_code: str = ocpi.COUNTRY_CODE,
     timeout_s: float = 5.0,
+    verify: Verify = True,
 ) -> str:
-    """The OCPI credentials exchange, member side: present registration token A, hand over
-    our token B and base URL, get the token C to use from now on (a repeat rotates C)."""
+    """The OCPI credentials exchange, member side: present registration token A (single-use)
+    with our token B and base URL, get the token C to use from now on."""
+    return _credentials(
+        "POST",
+        clearinghouse_url,
+        token_a,
+        my_url,
+        my_token_b,
+        party_id,
+        country_code,
+        timeout_s,
+        verify,
+    )
+
+
+def rotate(
+    clearinghouse_url: str,
+    token_c: str,
+    my_url: str,
+    my_token_b: str,
+    *,
+    party_id: str | None = None,
+    country_code: str = ocpi.COUNTRY_CODE,
+    timeout_s: float = 5.0,
+    verify: Verify = True,
+) -> str:
+    """OCPI credentials PUT: present our current token C with a new token B and our base URL;
+    the answer's new token C replaces it (the old one stops working)."""
+    return _credentials(
+        "PUT",
+        clearinghouse_url,
+        token_c,
+        my_url,
+        my_token_b,
+        party_id,
+        country_code,
+        timeout_s,
+        verify,
+    )
+
+
+def credentials_valid(
+    clearinghouse_url: str, token_c: str, *, timeout_s: float = 5.0, verify: Verify = True
+) -> bool:
+    """OCPI credentials GET: whether the clearinghouse still takes our token C (False: 401,
+    e.g. revoked). Unavailable when it does not answer."""
+    http = _OcpiClient(clearinghouse_url, token_c, timeout_s, verify)
+    try:
+        http.request("GET", CREDENTIALS_PATH)
+    except Refused as err:
+        if err.status == 401:
+            return False
+        raise
+    finally:
+        http.close()
+    return True
+
+
+def _credentials(
+    method: str,
+    clearinghouse_url: str,
+    token: str,
+    my_url: str,
+    my_token_b: str,
+    party_id: str | None,
+    country_code: str,
+    timeout_s: float,
+    verify: Verify,
+) -> str:
     body: dict[str, Any] = {"token": my_token_b, "url": my_url}
     if party_id is not None:
         body["roles"] = [
@@ -169,9 +249,9 @@ def register(
                 "business_details": {"name": party_id},
             }
         ]
-    http = _OcpiClient(clearinghouse_url, token_a, timeout_s)
+    http = _OcpiClient(clearinghouse_url, token, timeout_s, verify)
     try:
-        status, envelope = http.request("POST", CREDENTIALS_PATH, ocpi.render_json(body))
+        status, envelope = http.request(method, CREDENTIALS_PATH, ocpi.render_json(body))
     finally:
         http.close()
     if status == 404:
@@ -190,8 +270,9 @@ class HttpHomeUtilityLink:
         timeout_s: float = 2.0,
         *,
         country_code: str = ocpi.COUNTRY_CODE,
+        verify: Verify = True,
     ) -> None:
-        self._http = _OcpiClient(member_url, token_b, timeout_s)
+        self._http = _OcpiClient(member_url, token_b, timeout_s, verify)
         self.country_code = country_code
 
     def post_transaction(self, transaction: ChargeTransaction) -> PostingAck:
