@@ -43,7 +43,7 @@ def test_0019_keeps_energy_both_ways_and_never_truncates(engine: Engine) -> None
     with engine.begin() as conn:
         conn.execute(insert(s.interval_readings), [reading("S-OLD", 2_147_483_647)])
 
-    upgrade(engine)
+    upgrade(engine, "0019")
     assert current_revision(engine) == "0019"
     with engine.begin() as conn:
         conn.execute(insert(s.interval_readings), [reading("S-BIG", BIG)])

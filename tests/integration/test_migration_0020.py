@@ -29,7 +29,7 @@ CONNECTED = datetime(2026, 3, 2, 10, tzinfo=UTC)
 def test_tokens_a_held_before_0020_keep_their_state_and_the_downgrade_gives_back(
     engine: Engine,
 ) -> None:
-    command.downgrade(alembic_config(engine), "0018")
+    command.downgrade(alembic_config(engine), "0019")
     with engine.begin() as conn:
         conn.execute(
             OLD_MEMBERS.insert(),
@@ -83,7 +83,7 @@ def test_tokens_a_held_before_0020_keep_their_state_and_the_downgrade_gives_back
     sealed = "fernet:" + "x" * 400  # as TokenBox writes it: longer than 0018's 300
     with engine.begin() as conn:
         conn.execute(members.update().where(members.c.utility_id == "MHE").values(token_b=sealed))
-    command.downgrade(alembic_config(engine), "0018")
+    command.downgrade(alembic_config(engine), "0019")
     with engine.connect() as conn:
         kept = conn.execute(select(OLD_MEMBERS.c.utility_id, OLD_MEMBERS.c.token_b)).all()
     assert sorted(tuple(r) for r in kept) == [("MHE", None), ("PGX", "b-of-pgx"), ("XYZ", None)]

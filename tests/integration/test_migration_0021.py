@@ -36,7 +36,7 @@ def event_columns(engine: Engine) -> set[str]:
 def test_events_survive_0021_and_back(engine: Engine) -> None:
     with engine.begin() as conn:
         save_territory(conn, load_territory(EXAMPLE_TERRITORY))
-    command.downgrade(alembic_config(engine), "0018")
+    command.downgrade(alembic_config(engine), "0020")
     assert "cancelled_at" not in event_columns(engine)
     with engine.begin() as conn:
         conn.execute(
@@ -57,7 +57,7 @@ def test_events_survive_0021_and_back(engine: Engine) -> None:
         row = conn.execute(select(s.load_control_events)).mappings().one()
         assert (row["id"], row["cap_w"], row["cancelled_at"]) == ("E-OLD", 1400, None)
         conn.execute(s.load_control_events.update().values(cancelled_at=AT))
-    command.downgrade(alembic_config(engine), "0018")
+    command.downgrade(alembic_config(engine), "0020")
     assert "cancelled_at" not in event_columns(engine)
     with engine.connect() as conn:
         kept = conn.execute(select(OLD_EVENTS.c.id, OLD_EVENTS.c.end_at)).all()

@@ -3,7 +3,7 @@ enough to be stored encrypted, which member owns which premise, CDRs looked up b
 authorization
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 Create Date: 2026-12-06 10:00:00.000000
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import evroam.db.types
 
 revision: str = '0020'
-down_revision: str | None = '0018'
+down_revision: str | None = '0019'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

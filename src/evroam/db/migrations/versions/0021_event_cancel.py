@@ -1,7 +1,7 @@
 """load-control events can be cancelled: when the operator cancelled one
 
 Revision ID: 0021
-Revises: 0018
+Revises: 0020
 Create Date: 2026-12-05 17:30:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import evroam.db.types
 
 revision: str = '0021'
-down_revision: str | None = '0018'
+down_revision: str | None = '0020'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
