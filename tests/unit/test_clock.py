@@ -79,3 +79,10 @@ def test_fixed_clock_moves_only_by_hand() -> None:
     assert clock() == datetime(2026, 3, 3, tzinfo=UTC)
     with pytest.raises(ValueError, match="naive"):
         clock.set(datetime(2026, 3, 3))
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_an_instant_with_no_utc_equivalent_is_a_value_error(text: str) -> None:
+    # OverflowError escaped pydantic as a 500 (found by the fuzz test); a ValueError is a 422.
+    with pytest.raises(ValueError, match="outside the years UTC can hold"):
+        ensure_utc(datetime.fromisoformat(text))

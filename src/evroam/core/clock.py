@@ -20,7 +20,12 @@ def ensure_utc(value: datetime, field: str = "timestamp") -> datetime:
     """Refuse a naive datetime and normalise an aware one to UTC."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{field}: naive datetime {value.isoformat()} has no time zone")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it: no UTC instant
+        raise ValueError(
+            f"{field}: {value.isoformat()} is outside the years UTC can hold"
+        ) from None
 
 
 def floor_to(value: datetime, step_s: int) -> datetime:
