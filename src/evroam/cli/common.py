@@ -203,13 +203,13 @@ def check_tls_files(cert: Path | None, key: Path | None) -> None:
 
 @contextmanager
 def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Progress]:
-    """A progress bar on stderr while long work runs: only on a terminal, never in --json
-    or piped output (`enabled=False`), so scripts and logs see none of it. Advance it with
-    `bar.advance(bar.task_ids[0])`."""
+    """A progress bar while long work runs: only when stdout is a terminal, never in --json
+    (`enabled=False`) or piped output, so scripts and logs see none of it; it shares `out`
+    so the lines printed meanwhile go above it. Advance it with `bar.advance(bar.task_ids[0])`."""
     columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
     if total is not None:
         columns += [BarColumn(), MofNCompleteColumn()]
-    bar = Progress(*columns, console=err, transient=True, disable=not (enabled and err.is_terminal))
+    bar = Progress(*columns, console=out, transient=True, disable=not (enabled and out.is_terminal))
     with bar:
         bar.add_task(label, total=total)
         yield bar

@@ -20,15 +20,14 @@ territory_app = typer.Typer(no_args_is_help=True, help="The territory registry."
 @territory_app.command("load")
 def territory_load(ctx: typer.Context, file: Path) -> None:
     """Validate a territory file and make the database hold what it says (idempotent)."""
-    with progress(f"reading {file}", None) as bar:
+    with progress(f"reading {file}", None):
         try:
             territory = load_territory(file)
         except TerritoryFileError as exc:
             fail_lines(exc.lines)
-        engine = open_engine(ctx)
-        bar.update(bar.task_ids[0], description=f"saving {file}")
-        with engine.begin() as conn:
-            report = save_territory(conn, territory)
+    engine = open_engine(ctx)  # after the file is known good: a bad file creates nothing
+    with progress(f"saving {file}", None), engine.begin() as conn:
+        report = save_territory(conn, territory)
     if not report.changed:
         out.print(f"{file}: already loaded, nothing changed")
         return
