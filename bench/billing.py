@@ -44,6 +44,7 @@ import yaml
 from sqlalchemy import Connection, Engine, Table, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from evroam.cli.common import progress
 from evroam.core.money import round_money
 from evroam.core.rating import daily_columns
 from evroam.db import schema as s
@@ -456,11 +457,14 @@ def main() -> None:
         runs.append(on_sqlite)
     if args.only in (None, "postgres"):
         runs.append(lambda n, t, k, r: on_postgres(args.pg_url, n, t, k, r))
-    for n in args.sessions:
-        for tariffs in args.tariffs:
-            for bench in runs:
-                figures = bench(n, tariffs, args.per_session_sample, args.rated_at_close)
-                print("\n".join(figures.lines_out()), flush=True)
+    total = len(args.sessions) * len(args.tariffs) * len(runs)
+    with progress("billing runs", total) as bar:  # on a terminal only, on stderr
+        for n in args.sessions:
+            for tariffs in args.tariffs:
+                for bench in runs:
+                    figures = bench(n, tariffs, args.per_session_sample, args.rated_at_close)
+                    print("\n".join(figures.lines_out()), flush=True)
+                    bar.advance(bar.task_ids[0])
 
 
 if __name__ == "__main__":

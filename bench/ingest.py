@@ -32,6 +32,7 @@ import psycopg
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from evroam.cli.common import progress
 from evroam.core.clock import utc_now
 from evroam.db import schema as s
 from evroam.db.engine import make_engine, normalize_url
@@ -288,12 +289,15 @@ def main() -> None:
         f"{os.cpu_count()} CPU(s)"
     )
     results = []
-    if args.only in (None, "sqlite"):
-        results.append(bench_sqlite(args.readings, args.clients))
-        print(results[-1].line(), flush=True)
-    if args.only in (None, "postgres"):
-        results.append(bench_postgres(args.pg_url, args.readings, args.clients))
-        print(results[-1].line(), flush=True)
+    with progress("ingest benches", 2 if args.only is None else 1) as bar:  # terminal only
+        if args.only in (None, "sqlite"):
+            results.append(bench_sqlite(args.readings, args.clients))
+            print(results[-1].line(), flush=True)
+            bar.advance(bar.task_ids[0])
+        if args.only in (None, "postgres"):
+            results.append(bench_postgres(args.pg_url, args.readings, args.clients))
+            print(results[-1].line(), flush=True)
+            bar.advance(bar.task_ids[0])
 
 
 if __name__ == "__main__":

@@ -220,6 +220,9 @@ def main() -> None:
             engine.dispose()
         else:
             db_url = f"sqlite:///{Path(folder) / 'ch.db'}"
+            engine = make_engine(db_url)
+            upgrade(engine)  # a server never creates its schema: `evroam db upgrade` does
+            engine.dispose()
         port = free_port()
         server = start_server(db_url, port, Path(folder) / "server.log")
         url = f"http://127.0.0.1:{port}"

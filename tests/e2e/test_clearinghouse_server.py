@@ -110,12 +110,15 @@ def clearinghouse(tmp_path: Path, example_territory: Path) -> Iterator[str]:
     env.pop("EVROAM_DATABASE_URL", None)
     env |= {f"EVROAM_CH_REGISTRATION_{m}": a for m, a in TOKEN_A.items()}
     env["EVROAM_OPERATOR_TOKEN"] = OPERATOR
+    db = f"sqlite:///{tmp_path / 'ch.db'}"
+    # as the deployment guide says: the schema first, then the server (which never makes it)
+    subprocess.run([str(BIN / "evroam"), "--db", db, "db", "upgrade"], env=env, check=True)
     log = (tmp_path / "clearinghouse.log").open("wb")
     process = subprocess.Popen(
         [
             str(BIN / "evroam"),
             "--db",
-            f"sqlite:///{tmp_path / 'ch.db'}",
+            db,
             "serve",
             "clearinghouse",
             "--territory",

@@ -66,6 +66,13 @@ class UtilityServer:
 
     def start(self) -> None:
         self.starts += 1
+        # the schema first, as an operator does (a server never creates or migrates it)
+        subprocess.run(
+            [str(BIN / "evroam"), "--db", self.db, "db", "upgrade"],
+            env=_env(),
+            check=True,
+            capture_output=True,
+        )
         log = (self.logs / f"utility-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
             [

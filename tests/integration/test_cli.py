@@ -75,6 +75,7 @@ def test_upgrade_load_show_round_trip(tmp_path: Path, example_territory: Path) -
 
 
 def test_show_before_any_load_is_an_error(tmp_path: Path) -> None:
+    assert evroam(sqlite_url(tmp_path), "db", "upgrade").exit_code == 0
     result = evroam(sqlite_url(tmp_path), "territory", "show")
     assert result.exit_code == 2
     assert stderr_lines(result) == ["error: no territory loaded (run: evroam territory load FILE)"]

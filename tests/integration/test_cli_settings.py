@@ -69,6 +69,8 @@ def test_serve_utility_needs_its_utility_and_the_registration_token(tmp_path: Pa
 
 
 def test_serve_clearinghouse_refuses_a_weak_member_token(tmp_path: Path) -> None:
+    db = ["--db", f"sqlite:///{tmp_path / 'ch.db'}"]
+    assert runner.invoke(app, [*db, "db", "upgrade"], env=clean_env()).exit_code == 0
     result = runner.invoke(
         app,
         [

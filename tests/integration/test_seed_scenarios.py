@@ -239,11 +239,13 @@ def test_sites_of_scenario_6(result: RunResult) -> None:
 
 def test_json_contract_amounts_are_exact_strings(result: RunResult) -> None:
     document = result.as_json()
-    assert set(document) == {"sessions", "bills", "settlement"}
+    assert set(document) == {"sessions", "bills", "settlement", "refusals"}
+    assert document["refusals"] == []
     for row in document["sessions"]:
         assert isinstance(row["energy_wh"], int)
-        assert isinstance(row["amount"], str)
-        assert Decimal(row["amount"]).as_tuple().exponent == -2
+        for amount in (row["amount"], row["customer_amount"]):
+            assert isinstance(amount, str)
+            assert Decimal(amount).as_tuple().exponent == -2
 
 
 def test_settlement_nets_the_roaming_claims_between_the_utilities(result: RunResult) -> None:
@@ -257,3 +259,26 @@ def test_settlement_nets_the_roaming_claims_between_the_utilities(result: RunRes
             "currency": "USD",
         }
     ]
+
+
+def test_a_roaming_session_shows_what_the_customer_pays_beside_the_claim(
+    result: RunResult,
+) -> None:
+    # The roaming utility (PGX) claims 7.2 kWh x PGX-GUEST 0.32 = 2.30 for each of Gina's
+    # sessions; on her home program MHE bills her 3.6 kWh on-peak x 0.31 = 1.116 -> 1.12 plus
+    # 3.6 kWh off-peak x 0.09 = 0.324 -> 0.32 = 1.44 at MHE-EV-TOU, not the guest 2.30.
+    paid = {
+        r["session"]: (
+            r["amount"],
+            r["tariff"],
+            r["customer_amount"],
+            r["customer_currency"],
+            r["customer_tariff"],
+        )
+        for r in result.sessions
+    }
+    assert paid["S22-roaming-home-rates"] == ("2.30", "PGX-GUEST", "1.44", "USD", "MHE-EV-TOU")
+    assert paid["S21-roaming-guest"] == ("2.30", "PGX-GUEST", "2.30", "USD", "PGX-GUEST")
+    assert paid["S23-roaming-in-mhe"] == ("1.45", "MHE-GUEST", "1.45", "USD", "MHE-GUEST")
+    # any other session: the payer pays what was rated
+    assert paid["S01-home"] == ("2.40", "PGX-EV-TOU", "2.40", "USD", "PGX-EV-TOU")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from evroam.cli.common import fail, open_engine, out
+from evroam.cli.common import Access, fail, open_engine, out, progress
 from evroam.cli.run import write_bills_html
 from evroam.territory.store import read_territory
 from evroam.utility.billing import Bill
@@ -45,9 +45,10 @@ def bill_run(ctx: typer.Context, period: Period) -> None:
         fail("no territory loaded (run: evroam territory load FILE)")
     bills: list[Bill] = []
     try:
-        with engine.begin() as conn:
+        with engine.begin() as conn, progress("issuing bills", len(territory.utilities)) as bar:
             for utility in territory.utilities:
                 bills += issue_cycle(conn, utility, cycle, utc_now())
+                bar.advance(bar.task_ids[0])
     except CycleHeld as exc:
         fail(f"--period {cycle}: {exc.message}")
     for bill in bills:  # only once committed: a refused run issued nothing
@@ -68,7 +69,7 @@ def bill_show(
     """Show an issued bill."""
     from evroam.utility.bill_store import bill_json, load_bill
 
-    engine = open_engine(ctx)
+    engine = open_engine(ctx, Access.READ)
     with engine.connect() as conn:
         bill = load_bill(conn, account, _period(period))
         territory = read_territory(conn)

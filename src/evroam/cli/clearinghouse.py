@@ -12,7 +12,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from evroam.clearinghouse.settings import ClearinghouseSettings
-from evroam.cli.common import configured, err, fail, fail_lines, open_db, out
+from evroam.cli.common import configured, err, fail, fail_lines, open_db, out, progress
 from evroam.core.errors import Refused
 from evroam.core.settings import SettingError
 from evroam.db.engine import default_url
@@ -150,7 +150,8 @@ def clearinghouse_settle(
     settings = configured(ClearinghouseSettings, ctx)
     service = clearinghouse_service(open_db(default_url(settings)), None, settings)
     try:
-        issued = service.issue_statements(period)
+        with progress(f"settling {period}", None, enabled=not as_json):
+            issued = service.issue_statements(period)
     except Refused as exc:
         fail(str(exc))
     if as_json:

@@ -12,7 +12,16 @@ from pydantic import SecretStr
 from evroam.clearinghouse.settings import FLAGS as CH_FLAGS
 from evroam.clearinghouse.settings import ClearinghouseSettings
 from evroam.cli.clearinghouse import clearinghouse_service, clearinghouse_warnings
-from evroam.cli.common import configured, err, fail, fail_lines, open_db
+from evroam.cli.common import (
+    Access,
+    check_port,
+    check_tls_files,
+    configured,
+    err,
+    fail,
+    fail_lines,
+    open_db,
+)
 from evroam.core.errors import Refused
 from evroam.db.engine import default_url, make_engine
 from evroam.territory.loader import TerritoryFileError, load_territory
@@ -131,7 +140,11 @@ def serve_utility(
     host, port = settings.host, settings.port
     clearinghouse, public_url = settings.ch_url, settings.public_url
     tls_cert, tls_key = settings.tls_cert, settings.tls_key
-    engine = open_db(default_url(settings))
+    check_tls_files(tls_cert, tls_key)
+    check_port(host, port)
+    if settings.ocpp_port is not None:
+        check_port(host, settings.ocpp_port, "--ocpp-port")
+    engine = open_db(default_url(settings), Access.SERVE)
     if territory is not None:
         try:
             loaded = load_territory(territory)
@@ -281,7 +294,9 @@ def serve_clearinghouse(
     tls_cert, tls_key = settings.tls_cert, settings.tls_key
     forward_timeout, retry_every = settings.forward_timeout, settings.retry_every
     clock = FixedClock(utc_now()) if sim_clock else None
-    engine = open_db(default_url(settings))
+    check_tls_files(tls_cert, tls_key)
+    check_port(host, port)
+    engine = open_db(default_url(settings), Access.SERVE)
     if engine.dialect.name == "postgresql":
         # One connection per request thread: overflow connections would be opened and
         # closed under bursts (a PostgreSQL backend each time).

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from evroam.cli.common import fail, fail_lines, open_engine, out
+from evroam.cli.common import Access, fail, fail_lines, open_engine, out, progress
 from evroam.territory.loader import TerritoryFileError, load_territory
 from evroam.territory.model import Territory
 from evroam.territory.store import read_territory, save_territory
@@ -20,11 +20,13 @@ territory_app = typer.Typer(no_args_is_help=True, help="The territory registry."
 @territory_app.command("load")
 def territory_load(ctx: typer.Context, file: Path) -> None:
     """Validate a territory file and make the database hold what it says (idempotent)."""
-    try:
-        territory = load_territory(file)
-    except TerritoryFileError as exc:
-        fail_lines(exc.lines)
-    with open_engine(ctx).begin() as conn:
+    with progress(f"reading {file}", None):
+        try:
+            territory = load_territory(file)
+        except TerritoryFileError as exc:
+            fail_lines(exc.lines)
+    engine = open_engine(ctx)  # after the file is known good: a bad file creates nothing
+    with progress(f"saving {file}", None), engine.begin() as conn:
         report = save_territory(conn, territory)
     if not report.changed:
         out.print(f"{file}: already loaded, nothing changed")
@@ -44,7 +46,7 @@ def territory_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the territory as JSON.")] = False,
 ) -> None:
     """Print the registry as the database holds it."""
-    with open_engine(ctx).connect() as conn:
+    with open_engine(ctx, Access.READ).connect() as conn:
         territory = read_territory(conn)
     if territory is None:
         fail("no territory loaded (run: evroam territory load FILE)")

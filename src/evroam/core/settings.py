@@ -75,12 +75,12 @@ class EvroamSettings(BaseSettings):
         there. Raises SettingError.
         """
         given = {name: value for name, value in options.items() if value is not None}
+        where = "--config"
         if config is None:
+            where = PREFIX + "CONFIG"
             config = _load(_ConfigFile).config
-            if config is not None and not config.is_file():
-                raise SettingError(PREFIX + "CONFIG", f"no such file {config}")
-        elif not config.is_file():
-            raise SettingError("--config", f"no such file {config}")
+        if config is not None:
+            _check_readable(config, where)
         try:
             return cls(_env_file=config, **given)
         except ValidationError as exc:
@@ -93,6 +93,22 @@ class EvroamSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+def _check_readable(config: Path, where: str) -> None:
+    """The settings file is UTF-8 text we may read: else one SettingError, not a traceback
+    from deep inside the dotenv reader."""
+    if not config.is_file():
+        raise SettingError(where, f"no such file {config}")
+    try:
+        config.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SettingError(where, f"cannot read {config}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        byte, offset = exc.object[exc.start], exc.start
+        raise SettingError(
+            where, f"{config}: not UTF-8 text (byte 0x{byte:02x} at offset {offset})"
+        ) from None
 
 
 def _load(kind: type[S]) -> S:

@@ -10,6 +10,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from evroam.db.settings import DatabaseSettings
+from evroam.db.urls import normalize_url, sqlite_file
+
+__all__ = ["ENV_URL", "default_url", "make_engine", "normalize_url"]
 
 ENV_URL = "EVROAM_DATABASE_URL"
 
@@ -23,20 +26,15 @@ def default_url(settings: DatabaseSettings | None = None) -> str:
     return f"sqlite:///{folder / 'evroam.db'}"
 
 
-def normalize_url(url: str) -> str:
-    """Let people write postgresql://...; we always drive PostgreSQL with psycopg 3."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
-
-
-def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
+def make_engine(url: str | None = None, *, create_folder: bool = True, **kwargs: Any) -> Engine:
+    """An engine on `url`; for a SQLite file, its folder is made unless `create_folder` is
+    false (a command that only reads leaves the disk as it found it)."""
     url = normalize_url(url or default_url())
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        file = sqlite_file(url)
+        if file is not None and create_folder:
+            file.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

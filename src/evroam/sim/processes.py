@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,9 +26,10 @@ import httpx
 
 from evroam.core.messages import LoadControlNotice
 from evroam.db.engine import make_engine
+from evroam.db.migrate import upgrade
 from evroam.protocols.roaming.http import registration_env
 from evroam.sim.links import Switched
-from evroam.sim.runner import session_rows
+from evroam.sim.runner import roaming_postings, session_rows
 from evroam.territory.model import Territory
 from evroam.transport import HttpUtilityLink
 
@@ -60,6 +62,7 @@ class Servers:
     operator_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     clearinghouse: Server | None = None
     utilities: dict[str, Server] = field(default_factory=dict)
+    started: Callable[[str], None] = lambda name: None  # told as each party answers
 
     def __enter__(self) -> Servers:
         try:
@@ -104,12 +107,18 @@ class Servers:
         db = self.folder / f"{name}.db"
         log = self.folder / f"{name}.log"
         url = f"http://127.0.0.1:{port}"
+        engine = make_engine(f"sqlite:///{db}")
+        try:
+            upgrade(engine)  # the demo makes its own databases; a server never does
+        finally:
+            engine.dispose()
         command = [sys.executable, "-m", "evroam", "--db", f"sqlite:///{db}", *args]
         command += ["--port", str(port), "--sim-clock"]
         with log.open("wb") as sink:
             process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
         server = Server(name, url, f"sqlite:///{db}", process, log)
         _wait_healthy(server)
+        self.started(name)
         return server
 
     def stop(self) -> None:
@@ -208,12 +217,15 @@ class OverHttp:
         return bills, settlement
 
     def sessions(self) -> list[dict[str, Any]]:
-        per_utility = []
-        for server in self.servers.utilities.values():
-            engine = make_engine(server.db_url)
-            try:
-                per_utility.append(session_rows(engine, with_start=True))
-            finally:
+        engines = [make_engine(server.db_url) for server in self.servers.utilities.values()]
+        try:
+            # a roaming session is rated where the PEV charged, posted at its home utility
+            postings = {k: v for engine in engines for k, v in roaming_postings(engine).items()}
+            per_utility = [
+                session_rows(engine, with_start=True, postings=postings) for engine in engines
+            ]
+        finally:
+            for engine in engines:
                 engine.dispose()
         merged = heapq.merge(*per_utility, key=lambda row: (row["_start"], row["session"]))
         return [{k: v for k, v in row.items() if k != "_start"} for row in merged]

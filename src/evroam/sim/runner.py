@@ -6,6 +6,7 @@ database. Between events, each plugged-in PEV draws energy and its EUMD closes i
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -45,9 +46,32 @@ class RunResult:
     undelivered: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     drawn_wh: dict[str, int] = field(default_factory=dict)  # what each vehicle really took
+    # the `refusals[]` of the JSON contract: each dead letter with its premise and session
+    refusals: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {"sessions": self.sessions, "bills": self.bills, "settlement": self.settlement}
+        return {
+            "sessions": self.sessions,
+            "bills": self.bills,
+            "settlement": self.settlement,
+            "refusals": self.refusals,
+        }
+
+
+def refusal(premise_id: str, letter: DeadLetter) -> dict[str, Any]:
+    """A message the utility refused, as `evroam run` reports it: which premise's gateway
+    sent it, what it was (its session and, for a reading, its interval), and why."""
+    try:
+        body = json.loads(letter.payload)
+    except ValueError:
+        body = {}
+    return {
+        "premise": premise_id,
+        "kind": letter.kind,
+        "session": body.get("session_id"),
+        "interval_start": body.get("interval_start_at"),
+        "reason": letter.reason,
+    }
 
 
 class Runner:
@@ -93,13 +117,15 @@ class Runner:
         self._flush()
         undelivered = sum(len(g.outbox) for g in self.gateways.values())
         bills, settlement = self.parties.close_period(self.clock())
+        letters = [(p, d) for p, g in self.gateways.items() for d in g.outbox.dead_letters()]
         return RunResult(
             sessions=self.parties.sessions(),
             bills=bills,
             settlement=settlement,
             undelivered=undelivered,
-            dead_letters=[d for g in self.gateways.values() for d in g.outbox.dead_letters()],
+            dead_letters=[d for _, d in letters],
             drawn_wh=self.drawn_wh,
+            refusals=[refusal(p, d) for p, d in letters],
         )
 
     def _advance(self, to: datetime) -> None:
@@ -231,9 +257,55 @@ class Runner:
         self.parties.deliver()
 
 
-def session_rows(engine: Engine, *, with_start: bool = False) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Posted:
+    """What a home utility charged its customer for a roaming session (seed 1.6.4)."""
+
+    amount: Decimal
+    currency: str
+    tariffs: tuple[str, ...]  # the home program's tariffs; () when billed as a guest
+
+
+def roaming_postings(engine: Engine) -> dict[tuple[str, str], Posted]:
+    """The home utilities' charges for roaming sessions in this database, by (premise,
+    session): summed in Python, exactly (credits included)."""
+    found: dict[tuple[str, str], Posted] = {}
+    with engine.connect() as conn:
+        for premise_id, session_id, amount, currency, tariff_id in conn.execute(
+            select(
+                s.charges.c.premise_id,
+                s.charges.c.session_id,
+                s.charges.c.amount,
+                s.charges.c.currency,
+                s.charges.c.tariff_id,
+            )
+            .where(s.charges.c.kind == "roaming", s.charges.c.session_id.is_not(None))
+            .order_by(s.charges.c.id)
+        ):
+            key = (premise_id, session_id)
+            before = found.get(key, Posted(Decimal("0.00"), currency, ()))
+            tariffs = before.tariffs
+            if tariff_id is not None and tariff_id not in tariffs:
+                tariffs = (*tariffs, tariff_id)
+            found[key] = Posted(before.amount + amount, currency, tariffs)
+    return found
+
+
+def session_rows(
+    engine: Engine,
+    *,
+    with_start: bool = False,
+    postings: dict[tuple[str, str], Posted] | None = None,
+) -> list[dict[str, Any]]:
     """The `sessions[]` of the JSON contract, from what the utilities recorded, in plug-in
-    order (``with_start``: each row also has ``_start``, to merge several databases)."""
+    order (``with_start``: each row also has ``_start``, to merge several databases).
+
+    `amount` is what the utility where the PEV charged rated: for a roaming session, its
+    claim on the home utility at its guest tariff. `customer_*` is what the paying account
+    is charged: the same, except for roaming, where it is what the home utility posted
+    (`postings`, by default read from this database; None until it was posted)."""
+    if postings is None:
+        postings = roaming_postings(engine)
     # What the utility where the PEV charged rated (a roaming session's posting at the home
     # utility has the same premise and session ids, and is reported with the bills).
     priced = (
@@ -249,17 +321,21 @@ def session_rows(engine: Engine, *, with_start: bool = False) -> list[dict[str, 
         .subquery()
     )
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(s.sessions, s.utilities.c.currency, priced.c.energy_wh)
-            .join(s.utilities, s.utilities.c.id == s.sessions.c.utility_id)
-            .outerjoin(
-                priced,
-                (priced.c.utility_id == s.sessions.c.utility_id)
-                & (priced.c.premise_id == s.sessions.c.premise_id)
-                & (priced.c.session_id == s.sessions.c.session_id),
+        rows = (
+            conn.execute(
+                select(s.sessions, s.utilities.c.currency, priced.c.energy_wh)
+                .join(s.utilities, s.utilities.c.id == s.sessions.c.utility_id)
+                .outerjoin(
+                    priced,
+                    (priced.c.utility_id == s.sessions.c.utility_id)
+                    & (priced.c.premise_id == s.sessions.c.premise_id)
+                    & (priced.c.session_id == s.sessions.c.session_id),
+                )
+                .order_by(s.sessions.c.plugged_in_at, s.sessions.c.session_id)
             )
-            .order_by(s.sessions.c.plugged_in_at, s.sessions.c.session_id)
-        ).mappings()
+            .mappings()
+            .all()
+        )
         # Amounts are summed in Python: SQLite keeps them as text, and SUM would use floats.
         amounts: dict[tuple[str, str, str], Decimal] = {}
         for utility_id, premise_id, session_id, amount in conn.execute(
@@ -272,28 +348,46 @@ def session_rows(engine: Engine, *, with_start: bool = False) -> list[dict[str, 
         ):
             key = (utility_id, premise_id, session_id)
             amounts[key] = amounts.get(key, Decimal(0)) + amount
-        return [
-            {
-                "session": r["session_id"],
-                "pev": r["pev_id"],
-                "premise": r["premise_id"],
-                "utility": r["utility_id"],
-                "case": r["case"],
-                "site": r["site"],
-                "bound": r["bound"],
-                "incentive": r["incentive"],
-                "payer_account": r["payer_account"],
-                "tariff": r["tariff_id"],
-                "energy_wh": int(r["energy_wh"] or 0),
-                "amount": str(
-                    amounts.get(
-                        (r["utility_id"], r["premise_id"], r["session_id"]), Decimal("0.00")
-                    )
-                ),
-                "currency": r["currency"],
-                "fallback_reason": r["fallback_reason"],
-                "why": r["why"],
-            }
-            | ({"_start": r["plugged_in_at"]} if with_start else {})
-            for r in rows
-        ]
+    found = []
+    for r in rows:
+        amount = str(amounts.get((r["utility_id"], r["premise_id"], r["session_id"]), "0.00"))
+        row = {
+            "session": r["session_id"],
+            "pev": r["pev_id"],
+            "premise": r["premise_id"],
+            "utility": r["utility_id"],
+            "case": r["case"],
+            "site": r["site"],
+            "bound": r["bound"],
+            "incentive": r["incentive"],
+            "payer_account": r["payer_account"],
+            "tariff": r["tariff_id"],
+            "energy_wh": int(r["energy_wh"] or 0),
+            "amount": amount,
+            "currency": r["currency"],
+            "fallback_reason": r["fallback_reason"],
+            "why": r["why"],
+        } | _customer(r, amount, postings)
+        if with_start:
+            row["_start"] = r["plugged_in_at"]
+        found.append(row)
+    return found
+
+
+def _customer(row: Any, amount: str, postings: dict[tuple[str, str], Posted]) -> dict[str, Any]:
+    """What the paying account is charged, and at which tariff."""
+    if row["case"] != "roaming":
+        return {
+            "customer_amount": amount,
+            "customer_currency": row["currency"],
+            "customer_tariff": row["tariff_id"],
+        }
+    posted = postings.get((row["premise_id"], row["session_id"]))
+    if posted is None:  # the claim has not reached the home utility (yet)
+        return {"customer_amount": None, "customer_currency": None, "customer_tariff": None}
+    return {
+        "customer_amount": str(posted.amount),
+        "customer_currency": posted.currency,
+        # a guest posting is the claim itself, at the roaming utility's guest tariff
+        "customer_tariff": ", ".join(posted.tariffs) or row["tariff_id"],
+    }

@@ -27,6 +27,8 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise TerritoryFileError([f"{path}: cannot read: {err.strerror}"]) from None
+    except UnicodeDecodeError as err:
+        raise TerritoryFileError([f"{path}: {not_utf8(err)}"]) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -34,6 +36,11 @@ def read_yaml(path: Path) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise TerritoryFileError([f"{path}: {where}not valid YAML: {problem}"]) from None
+
+
+def not_utf8(err: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8 text, for a person to find the byte."""
+    return f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
 
 
 def parse_territory(document: Any, source: str) -> Territory:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -23,10 +24,14 @@ def read_price_file(path: Path) -> dict[datetime, Decimal]:
     """CSV with a header `start,price_per_kwh`; start is an aware ISO instant on the hour."""
     prices: dict[datetime, Decimal] = {}
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as err:
         raise PriceFileError(f"{path}: cannot read: {err.strerror}") from None
-    with handle:
+    except UnicodeDecodeError as err:
+        raise PriceFileError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
+        ) from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames != ["start", "price_per_kwh"]:
             raise PriceFileError(

@@ -17,7 +17,7 @@ from datetime import date
 from decimal import Decimal
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 import evroam.db.types
 
@@ -27,7 +27,31 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# The same move in SQL, for `evroam db upgrade --sql` (offline: no rows to read in Python).
+OFFLINE_DAYS = {
+    'postgresql': (
+        'UPDATE bills SET days = moved.chart FROM ('
+        'SELECT bill_id, json_agg(json_build_array(local_date::text, label, energy_wh, '
+        'amount::text) ORDER BY local_date, label)::text AS chart '
+        'FROM bill_days GROUP BY bill_id) AS moved WHERE bills.id = moved.bill_id'
+    ),
+    'sqlite': (
+        'UPDATE bills SET days = (SELECT json_group_array(json_array(local_date, label, '
+        'energy_wh, CAST(amount AS TEXT))) FROM (SELECT * FROM bill_days '
+        'WHERE bill_days.bill_id = bills.id ORDER BY local_date, label)) '
+        'WHERE id IN (SELECT bill_id FROM bill_days)'
+    ),
+}
+
+
 def upgrade() -> None:
+    if context.is_offline_mode():
+        op.add_column(
+            'bills', sa.Column('days', sa.Text(), server_default=sa.text("'[]'"), nullable=False)
+        )
+        op.execute(OFFLINE_DAYS[context.get_context().dialect.name])
+        op.drop_table('bill_days')
+        return
     conn = op.get_bind()
     # Added NOT NULL with a default, in place: on SQLite a batch would recreate `bills`,
     # which its lines' foreign keys forbid once bills exist.
