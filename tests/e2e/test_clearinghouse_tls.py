@@ -79,6 +79,16 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def upgraded(url: str) -> str:
+    """The database created on purpose, as a server needs it (docs/deployment.md)."""
+    done = subprocess.run(
+        [str(BIN / "evroam"), "--db", url, "db", "upgrade"],
+        capture_output=True, text=True, env=clean_env(), timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return url
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVROAM_")}
     return env | extra
@@ -109,7 +119,7 @@ def tls_clearinghouse(tmp_path: Path, example_territory: Path) -> Iterator[tuple
             [
                 str(BIN / "evroam"),
                 "--db",
-                f"sqlite:///{db}",
+                upgraded(f"sqlite:///{db}"),
                 "serve",
                 "clearinghouse",
                 "--territory",
@@ -138,12 +148,15 @@ def serve_utility(
     tmp_path: Path, territory: Path, clearinghouse: str, ca: Path, name: str, port: int
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     log = tmp_path / f"{name}.log"
+    db = tmp_path / "pgx.db"
+    if not db.exists():
+        upgraded(f"sqlite:///{db}")
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [
                 str(BIN / "evroam"),
                 "--db",
-                f"sqlite:///{tmp_path / 'pgx.db'}",
+                f"sqlite:///{db}",
                 "serve",
                 "utility",
                 "--utility",
