@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from evroam.clearinghouse.service import ClearinghouseService
 from evroam.core.errors import Invalid
+from evroam.observability.logs import bind_ids
 from evroam.protocols.roaming import ocpi
 
 
@@ -46,10 +47,12 @@ class Edge:
         tokens = self.presented(request)
         for token in tokens:  # the usual case: checked a moment ago, no database
             if (found := self.service.remembered_member(token)) is not None:
+                bind_ids(member=found)  # on the request's log lines
                 return found
         for token in tokens:
             found = await run_in_threadpool(self.service.member_for_token, token)
             if found is not None:
+                bind_ids(member=found)
                 return found
         raise self.unauthorized("credentials token (Authorization: Token <token C>)")
 
