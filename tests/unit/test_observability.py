@@ -8,10 +8,14 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
+from evroam.core.messages import IntervalReading
+from evroam.gateway.gateway import Gateway, GatewayConfig
+from evroam.gateway.outbox import Outbox
 from evroam.observability import configure_logging
 from evroam.observability.health import Check, NotReady, Readiness
 from evroam.observability.logs import (
@@ -24,6 +28,9 @@ from evroam.observability.logs import (
 )
 from evroam.observability.metrics import ServerMetrics, UtilityMetrics
 from evroam.observability.retry import RetryLoop, StillPending
+from evroam.protocols.ocpp.wire import route_frame
+from evroam.transport import UtilityRefused
+from tests.unit.test_gateway_outbox import EUMD, PORTAL, PREMISE, T0, FakeUtility
 
 
 @pytest.fixture
@@ -217,3 +224,62 @@ def test_the_retry_loop_backs_off_exponentially_with_jitter_and_counts_each_retr
     assert messages[0].endswith(": home utility down")
     assert messages[4] == "cdr_forwarding: done after 4 failed attempts"
     assert loop.failures == 0
+
+
+def test_a_malformed_frame_is_logged_by_its_size_not_its_content(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: the first 200 characters of the frame were logged, readings and all."""
+
+    class Station:
+        _ocpp_version = "1.6"
+        id = "PGX-CS-ALICE"
+
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def _send(self, message: str) -> None:
+            self.sent.append(message)
+
+    station = Station()
+    raw = '[2,"77","MeterValues",{"connectorId":1,"meterValue":[{"sampledValue":[{"value":"98765'
+    with caplog.at_level(logging.WARNING, logger="evroam.ocpp"):
+        asyncio.run(route_frame(station, raw))
+    assert station.sent  # answered with a CALLERROR all the same
+    assert caplog.messages == [
+        f"PGX-CS-ALICE: malformed frame ({len(raw)} chars): "
+        "FormatViolationError: Message is not valid JSON"
+    ]
+    assert "98765" not in caplog.text
+
+
+def test_a_dead_letter_is_logged_without_the_reading_it_carried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The utility's 422 echoes the reading it refused; the outbox keeps that for the
+    operator, the log keeps the field and the rule."""
+
+    class Refusing(FakeUtility):
+        def send_readings(self, readings: Sequence[IntervalReading]) -> int:
+            detail = [
+                {
+                    "loc": ["body", 0, "energy_wh"],
+                    "msg": "Input should be less than 1000000",
+                    "input": readings[0].model_dump(mode="json"),
+                }
+            ]
+            raise UtilityRefused(422, detail)
+
+    gateway = Gateway(
+        GatewayConfig(PREMISE, EUMD, 900, {PORTAL: 7200}), Refusing(), Outbox(tmp_path / "o")
+    )
+    gateway.plug_in("S1", PORTAL, "PGX-PEV-ALICE", T0)
+    gateway.meter("S1", T0, 4321)
+    with caplog.at_level(logging.WARNING, logger="evroam.gateway"):
+        assert gateway.flush() == 0
+    assert caplog.messages == [
+        f"gateway {PREMISE}: reading #1 set aside as a dead letter: HTTP 422: "
+        "body.0.energy_wh: Input should be less than 1000000"
+    ]
+    assert "4321" not in caplog.text
+    assert "4321" in gateway.outbox.dead_letters()[0].reason  # kept where it belongs

@@ -17,6 +17,7 @@ import httpx
 from sqlalchemy import Engine, text
 
 from evroam.db.migrate import current_revision, head_revision
+from evroam.observability.logs import cause
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,8 @@ class Readiness:
 
 
 def _reason(err: Exception) -> str:
-    """The first line of an error, short: drivers' messages run over several lines."""
-    orig = getattr(err, "orig", None)  # SQLAlchemy wraps the driver's error
-    text_ = str(orig if orig is not None else err).strip().splitlines()
-    first = text_[0] if text_ else type(err).__name__
-    return first[:200]
+    """What the operator reads: our own reason as it is, anything else as one short line."""
+    return str(err) if isinstance(err, NotReady) else cause(err)
 
 
 def database_check(engine: Engine) -> Check:

@@ -28,6 +28,7 @@ from evroam.observability.metrics import CONTENT_TYPE, ServerMetrics
 
 ACCESS = logging.getLogger("evroam.access")
 UNMATCHED = "<unmatched>"  # no route: one series for every unknown path
+PROBES = frozenset({"/health", "/ready", "/metrics"})
 
 
 class AccessLog:
@@ -69,11 +70,19 @@ class AccessLog:
                     k: excerpt(v, k) if is_secret_name(k) else str(v)[:80]
                     for k, v in params.items()
                 }
-                level = logging.WARNING if 400 <= status < 500 else logging.INFO
-                if status >= 500:
-                    level = logging.ERROR
+                level = _level(route, status)
                 message = "refused" if 400 <= status < 500 else "request"
                 ACCESS.log(level, message, extra=as_extra(fields | ids))
+
+
+def _level(route: str, status: int) -> int:
+    """4xx and a 503 (not ready) at WARNING, other 5xx at ERROR; what probes and scrapers
+    ask every few seconds, when it answers, at DEBUG."""
+    if status == 503 or 400 <= status < 500:
+        return logging.WARNING
+    if status >= 500:
+        return logging.ERROR
+    return logging.DEBUG if route in PROBES else logging.INFO
 
 
 def describe(err: BaseException) -> str:

@@ -164,6 +164,17 @@ def excerpt(value: object, field: str = "") -> str:
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 3] + "..."
 
 
+def cause(err: BaseException) -> str:
+    """An exception as one short line: a driver's message runs over several lines and
+    SQLAlchemy's adds the statement (and could add its parameters)."""
+    orig = getattr(err, "orig", None)  # SQLAlchemy wraps the driver's error
+    lines = str(orig if orig is not None else err).strip().splitlines()
+    first = lines[0] if lines else ""
+    kind = type(orig if orig is not None else err).__name__
+    text = f"{kind}: {first}" if first else kind
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def summary(detail: object) -> str:
     """A refusal's detail for a log: pydantic-style errors as ``loc: msg`` (their ``input``
     left out: it may be a whole reading), anything else cut short."""
@@ -193,13 +204,14 @@ def as_extra(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
-    """The structured fields of a record: the request's ids, then what came in `extra`."""
-    found = dict(getattr(record, "request_ids", None) or {})
-    found |= {
+    """The structured fields of a record: what came in `extra`, then the request's ids."""
+    found = {
         k: v
         for k, v in vars(record).items()
         if k not in _STANDARD and k != "request_ids" and not k.startswith("_")
     }
+    for key, value in (getattr(record, "request_ids", None) or {}).items():
+        found.setdefault(key, value)
     return found
 
 

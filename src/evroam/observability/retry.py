@@ -23,6 +23,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from evroam.observability.logs import cause
 from evroam.observability.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,15 @@ class RetryLoop:
             self.metrics.retries.labels(self.task).inc()
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         error = state.outcome.exception() if state.outcome is not None else None
-        log.info(
+        # StillPending: the work logged its failures with their ids; anything else (the
+        # database gone, a bug) is said here, once an attempt, as one line.
+        expected = isinstance(error, StillPending)
+        log.log(
+            logging.INFO if expected else logging.WARNING,
             "%s: attempt %d failed, next in %.1f s: %s",
             self.task,
             state.attempt_number,
             wait,
-            error,
+            error if expected else cause(error) if error is not None else "?",
             extra={"task": self.task, "attempt": state.attempt_number, "wait_s": round(wait, 1)},
         )
