@@ -21,6 +21,9 @@ from evroam.clearinghouse.service import ClearinghouseService
 from evroam.clearinghouse.v1_routes import MAX_TOKENS, TOKENS, add_v1_routes, issued_json
 from evroam.core.clock import FixedClock
 from evroam.core.errors import Invalid, Refused
+from evroam.observability import http as observability
+from evroam.observability.backlogs import pending_cdrs
+from evroam.observability.health import server_checks
 from evroam.protocols.http_limits import DEFAULT_MAX_BODY, BodyLimit
 from evroam.protocols.roaming import ocpi
 from evroam.protocols.roaming.ports import HomeUtilityLink, NoRecord
@@ -47,9 +50,9 @@ def create_app(
     sim_clock: FixedClock | None = None,
 ) -> FastAPI:
     """The clearinghouse's API. A CDR is forwarded to its home utility right after it is
-    stored; what could not be delivered is retried every ``retry_every_s`` seconds while the
-    app runs (None: only on later CDRs). With ``sim_clock`` (the service's clock) the
-    operator may move it (`PUT /v1/operator/clock`)."""
+    stored; what could not be delivered is retried from ``retry_every_s`` seconds on, with
+    exponential backoff and jitter, while the app runs (None: only on later CDRs). With
+    ``sim_clock`` (the service's clock) the operator may move it (`PUT /v1/operator/clock`)."""
     links = home_links or MemberLinks(service, forward_timeout_s)
     edge = Edge(service, operator_token)
     reply = edge.reply
@@ -114,6 +117,7 @@ def create_app(
 
     add_ocpi_routes(app, edge, links)
     add_v1_routes(app, edge, links, sim_clock)
+    install_observability(app, service)
     return app
 
 
@@ -134,3 +138,15 @@ class RouteBodyLimit:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         limit = self.batch if scope.get("path") in BATCH_PATHS else self.single
         await limit(scope, receive, send)
+
+
+def install_observability(app: FastAPI, service: ClearinghouseService) -> None:
+    """Access lines, /metrics (with the CDRs not yet forwarded) and /ready
+    (observability/; docs/operations.md)."""
+    metrics = service.context.metrics
+    metrics.backlog(
+        "evroam_cdrs_pending",
+        "CDRs received and not yet acknowledged by their home utility.",
+        lambda: pending_cdrs(service.engine),
+    )
+    observability.install(app, metrics, server_checks(service.engine))

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from evroam.core.clock import Clock
+from evroam.observability.metrics import ClearinghouseMetrics
 
 
 class Context:
@@ -20,6 +21,7 @@ class Context:
         self.engine = engine
         self.clock = clock
         self.clearinghouse_id = clearinghouse_id
+        self.metrics = ClearinghouseMetrics()  # this clearinghouse's /metrics (observability/)
         # Period assignment and issuance must not interleave: in this process this lock
         # orders them; across processes on PostgreSQL the period row's lock does.
         self.periods = threading.Lock()

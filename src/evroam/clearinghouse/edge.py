@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from evroam.clearinghouse.service import ClearinghouseService
 from evroam.core.errors import Invalid
+from evroam.observability.logs import bind_ids
 from evroam.protocols.roaming import ocpi
 
 
@@ -46,6 +47,7 @@ class Edge:
         for token in self.presented(request):
             found = await run_in_threadpool(self.service.member_for_token, token)
             if found is not None:
+                bind_ids(member=found)
                 return found
         raise self.unauthorized("credentials token (Authorization: Token <token C>)")
 

@@ -6,11 +6,11 @@ what its home utility has not yet acknowledged.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Mapping
 
 from evroam.clearinghouse.service import ClearinghouseService
+from evroam.observability.retry import MAX_WAIT_S, RetryLoop, StillPending
 from evroam.protocols.roaming.http import HttpHomeUtilityLink
 from evroam.protocols.roaming.ports import HomeUtilityLink
 
@@ -39,31 +39,43 @@ class MemberLinks:
 
 
 class Forwarder:
-    """Retries forwarding in the background: every ``every_s`` seconds, what is pending."""
+    """Retries forwarding in the background: every ``every_s`` seconds what is pending, and
+    after a failed round again with exponential backoff and jitter (observability/retry.py)
+    until every home utility has acknowledged; each failed CDR is logged where it failed
+    (transactions.py), with its cause."""
 
     def __init__(
         self,
         service: ClearinghouseService,
         links: Callable[[], Mapping[str, HomeUtilityLink]],
         every_s: float = 2.0,
+        max_wait_s: float = MAX_WAIT_S,
     ) -> None:
         self.service = service
         self.links = links
-        self.every_s = every_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = RetryLoop(
+            "cdr_forwarding",
+            self.round,
+            idle_s=every_s,
+            max_s=max_wait_s,
+            metrics=service.context.metrics,
+        )
+
+    def round(self) -> None:
+        """Forward what is pending; raises StillPending when a delivery failed."""
+        links = self.links()
+        self.service.forward_pending(links)
+        failed = [
+            row
+            for row in self.service.pending()
+            if row["last_error"] is not None and row["home_utility"] in links
+        ]
+        if failed:
+            homes = sorted({row["home_utility"] for row in failed})
+            raise StillPending(f"{len(failed)} CDRs not acknowledged by {', '.join(homes)}")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ch-forwarder", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            # A failing round must not end the thread: what failed stays pending.
-            with contextlib.suppress(Exception):
-                self.service.forward_pending(self.links())
+        self.loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self.loop.stop()

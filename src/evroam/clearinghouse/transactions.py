@@ -6,6 +6,7 @@ forwarded to the home utility, whose acknowledgement (what it billed) settlement
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from evroam.core.money import MINOR_UNITS, round_money
 from evroam.db import schema as s
 from evroam.protocols.roaming.messages import AuthorizationInfo, ChargeTransaction
 from evroam.protocols.roaming.ports import HomeUtilityLink, Unavailable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -218,13 +221,15 @@ class ChargeTransactions:
                     ack = link.post_transaction(tx)
                 except Unavailable as err:
                     down.add(home)
-                    self._failed(seq, f"unavailable: {err}")
+                    self._failed(seq, tx, f"unavailable: {err}")
                     continue
                 except Exception as err:  # a refusal: record it, keep the rest moving
-                    self._failed(seq, f"refused: {err}")
+                    self._failed(seq, tx, f"refused: {err}")
                     continue
                 if ack.transaction_id != tx.id or ack.currency != tx.currency:
-                    self._failed(seq, f"acknowledgement does not match: {ack.model_dump_json()}")
+                    self._failed(
+                        seq, tx, f"acknowledgement does not match: {ack.model_dump_json()}"
+                    )
                     continue
                 with self.context.begin() as conn:
                     # Ordered with issue_statements by the period row's lock: an issued
@@ -248,7 +253,20 @@ class ChargeTransactions:
                 done += 1
             return done
 
-    def _failed(self, seq: int, error: str) -> None:
+    def _failed(self, seq: int, tx: ChargeTransaction, error: str) -> None:
+        """Record the failure on the CDR (the operator's pending list) and log it once."""
+        log.warning(
+            "CDR %s of %s not forwarded to %s: %s",
+            tx.id,
+            tx.roaming_utility,
+            tx.home_utility,
+            error,
+            extra={
+                "transaction_id": tx.id,
+                "home_utility": tx.home_utility,
+                "session_id": tx.session_id,
+            },
+        )
         t = s.ch_transactions
         with self.context.begin() as conn:
             conn.execute(

@@ -110,7 +110,9 @@ def add_v1_routes(
     @app.post("/v1/settlement/{period}/issue", dependencies=[Depends(operator)])
     def issue(period: str) -> Response:
         """Issue the period's statements (operator); a second call returns the same."""
-        return reply(issued_json(service.issue_statements(period)))
+        with service.context.metrics.settlement_duration.time():
+            issued = service.issue_statements(period)
+        return reply(issued_json(issued))
 
     @app.get("/v1/settlement/{period}/lines", dependencies=[Depends(operator)])
     def lines(period: str) -> Response:

@@ -39,11 +39,37 @@ def gateway_flush(
     delivered, queued, held = flush_outbox(
         settings.url, settings.token.get_secret_value(), settings.outbox
     )
-    out.print(f"delivered {delivered}, still queued {queued}")
+    dead = _depth(settings.outbox)[1]
+    out.print(f"delivered {delivered}, still queued {queued}, dead letters {dead}")
     if held:
         out.print(f"[red]outbox held:[/] {held}", highlight=False)
     if queued:
         raise typer.Exit(1)
+
+
+@gateway_app.command("status")
+def gateway_status(
+    outbox: Annotated[Path, typer.Option(help="The gateway's outbox file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """What a gateway's outbox holds: messages queued, dead letters, sessions plugged in
+    (the gateway serves no HTTP, so this is its outbox depth for monitoring)."""
+    import json
+
+    queued, dead, sessions = _depth(outbox)
+    if as_json:
+        typer.echo(json.dumps({"queued": queued, "dead_letters": dead, "sessions": sessions}))
+    else:
+        out.print(f"queued {queued}, dead letters {dead}, sessions plugged in {sessions}")
+
+
+def _depth(path: Path) -> tuple[int, int, int]:
+    """(queued, dead letters, open sessions) of an outbox file."""
+    box = _outbox(path)
+    try:
+        return len(box), len(box.dead_letters()), len(box.open_sessions())
+    finally:
+        box.close()
 
 
 dead_app = typer.Typer(no_args_is_help=True, help="Messages the utility refused.")

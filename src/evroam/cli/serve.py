@@ -33,6 +33,28 @@ def secret(value: SecretStr | None) -> str | None:
     return None if value is None else value.get_secret_value()
 
 
+LogLevel = Annotated[
+    str,
+    typer.Option(
+        envvar="EVROAM_LOG_LEVEL", help="debug, info (default), warning or error (stderr)."
+    ),
+]
+LogFormat = Annotated[
+    str,
+    typer.Option(envvar="EVROAM_LOG_FORMAT", help="text (default) or json: one object a line."),
+]
+
+
+def logging_set_up(level: str, fmt: str) -> None:
+    """docs/operations.md; a bad level or format ends the command in one line."""
+    from evroam.observability import configure_logging
+
+    try:
+        configure_logging(level, fmt)
+    except ValueError as exc:
+        fail(f"--log-{'level' if 'level' in str(exc) else 'format'}: {exc}")
+
+
 serve_app = typer.Typer(no_args_is_help=True, help="Run a party as a server.")
 
 
@@ -103,12 +125,16 @@ def serve_utility(
         Path | None, typer.Option(help="Server certificate (PEM): serve HTTPS and wss://.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+    log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
 ) -> None:
     """Serve one utility over HTTP: the gateway API, OCPP 1.6J/2.0.1 for charging stations
     at /ocpp/{station_id}, and with a clearinghouse its roaming CDR receiver."""
     import uvicorn
 
     from evroam.core.clock import FixedClock, utc_now
+    from evroam.observability.health import http_check
+    from evroam.observability.logs import log_startup, uvicorn_options
     from evroam.protocols.ocpp import OcppSettings, install_ocpp
     from evroam.protocols.roaming.credentials import CredentialsError, connect
     from evroam.protocols.roaming.http import HttpClearinghouseLink, tls_context
@@ -118,6 +144,7 @@ def serve_utility(
     from evroam.utility.ocpp_desk import TransactionDesk
     from evroam.utility.service import UtilityService
 
+    logging_set_up(log_level, log_format)
     settings = configured(
         UtilitySettings,
         ctx,
@@ -190,6 +217,7 @@ def serve_utility(
         fail(str(exc))
     if link is not None:
         service.publish_roaming_tokens()
+        service.roaming.retry_in_background()  # claims the clearinghouse did not take
     operator_token = secret(settings.operator_token)
     app = create_app(
         service,
@@ -197,6 +225,8 @@ def serve_utility(
         clearinghouse_token=(lambda: token_b) if token_b else None,
         sim_clock=clock if isinstance(clock, FixedClock) else None,
     )
+    if clearinghouse is not None:
+        app.state.readiness.add(http_check("clearinghouse", clearinghouse, settings.ch_timeout))
     install_ocpp(
         app,
         TransactionDesk(service),  # the utility's service to its stations
@@ -230,11 +260,21 @@ def serve_utility(
         start_silent_session_closer(
             service.metering, timedelta(hours=settings.silent_session_hours)
         )
+    log_startup(
+        "utility",
+        f"{'https' if tls_cert else 'http'}://{host}:{port}",
+        default_url(settings),
+        tls_cert is not None,
+        utility_id=utility,
+        clearinghouse=clearinghouse,
+        ocpp_port=settings.ocpp_port,
+        portal="on" if secret_key else "off",
+    )
     uvicorn.run(
         app,
         host=host,
         port=port,
-        log_level="warning",
+        **uvicorn_options(),
         ws="websockets-sansio",
         ws_per_message_deflate=False,  # compression costs ~64 KiB per station connection
         ssl_certfile=str(tls_cert) if tls_cert else None,
@@ -265,6 +305,8 @@ def serve_clearinghouse(
         Path | None, typer.Option(help="Server certificate (PEM): serve HTTPS.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+    log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
 ) -> None:
     """Serve the clearinghouse (OCPI 2.2.1-shaped roaming API and settlement) over HTTP, or
     HTTPS with --tls-cert and --tls-key.
@@ -278,7 +320,9 @@ def serve_clearinghouse(
 
     from evroam.clearinghouse.api import create_app
     from evroam.core.clock import FixedClock, utc_now
+    from evroam.observability.logs import log_startup, uvicorn_options
 
+    logging_set_up(log_level, log_format)
     settings = configured(
         ClearinghouseSettings,
         ctx,
@@ -313,11 +357,18 @@ def serve_clearinghouse(
         retry_every_s=retry_every if retry_every > 0 else None,
         sim_clock=clock,
     )
+    log_startup(
+        "clearinghouse",
+        f"{'https' if tls_cert else 'http'}://{host}:{port}",
+        default_url(settings),
+        tls_cert is not None,
+        clearinghouse_id=service.clearinghouse_id,
+    )
     uvicorn.run(
         app,
         host=host,
         port=port,
-        log_level="warning",
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
+        **uvicorn_options(),
     )

@@ -25,6 +25,7 @@ from evroam.core.messages import (
     SessionReport,
 )
 from evroam.gateway.outbox import Outbox, decode_readings, decode_report
+from evroam.observability.logs import summary
 from evroam.transport import NotAuthorized, Unreachable, UtilityLink, UtilityRefused
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ class Gateway:
                     self.config.premise_id,
                     len(self.outbox),
                     self.held,
+                    extra={"premise_id": self.config.premise_id},
                 )
                 return delivered
             self.held = None
@@ -250,11 +252,13 @@ class Gateway:
                 return self._deliver(kind, run[:half]) + self._deliver(kind, run[half:])
             self.outbox.bury(run, kind, str(err))
             log.warning(
-                "gateway %s: %s #%d set aside as a dead letter: %s",
+                "gateway %s: %s #%d set aside as a dead letter: HTTP %d: %s",
                 self.config.premise_id,
                 kind,
                 run[0][0],
-                err,
+                err.status,
+                summary(err.detail),  # the outbox keeps the whole reason; a log, no payload
+                extra={"premise_id": self.config.premise_id, "dead_letter": run[0][0]},
             )
             return 0
         self.outbox.ack(run[-1][0])

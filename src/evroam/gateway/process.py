@@ -39,6 +39,7 @@ from evroam.core.settings import SettingError
 from evroam.gateway.gateway import Gateway, GatewayConfig
 from evroam.gateway.outbox import Outbox
 from evroam.gateway.settings import FLAGS, GatewaySettings
+from evroam.observability.logs import configure_logging, log_startup, safe_url
 from evroam.transport import HttpUtilityLink
 
 
@@ -204,9 +205,21 @@ def run(
     config: Annotated[
         Path | None, typer.Option(help="A settings file of EVROAM_GATEWAY_... lines.")
     ] = None,
+    log_level: Annotated[
+        str, typer.Option(envvar="EVROAM_LOG_LEVEL", help="debug, info (default), warning, error.")
+    ] = "info",
+    log_format: Annotated[
+        str, typer.Option(envvar="EVROAM_LOG_FORMAT", help="text (default) or json (stderr).")
+    ] = "text",
 ) -> None:
     """Each option can also be set as EVROAM_GATEWAY_<OPTION> (EVROAM_GATEWAY_PORTALS:
-    comma-separated); the option wins."""
+    comma-separated); the option wins. Logs go to stderr (docs/operations.md); its outbox
+    depth and dead letters are in the answers to `flush` and `status`."""
+    try:
+        configure_logging(log_level, log_format)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         settings = GatewaySettings.load(
             config,
@@ -237,6 +250,16 @@ def serve(settings: GatewaySettings) -> None:
     outbox = Outbox(settings.outbox)
     link = HttpUtilityLink(
         settings.url, settings.token.get_secret_value(), timeout_s=settings.timeout_s
+    )
+    log_startup(
+        "gateway",
+        "stdin",
+        None,
+        settings.url.startswith("https://"),
+        premise_id=settings.premise,
+        utility=safe_url(settings.url),
+        outbox=str(settings.outbox),
+        queued=len(outbox),
     )
     try:
         GatewayProcess(Gateway(config, link, outbox)).serve(sys.stdin, sys.stdout)

@@ -30,6 +30,10 @@ from evroam.core.messages import (
     SessionReport,
     UtcInstant,
 )
+from evroam.observability import http as observability
+from evroam.observability.backlogs import unsent_claims
+from evroam.observability.health import server_checks
+from evroam.observability.logs import bind_ids
 from evroam.protocols.http_limits import BodyLimit
 from evroam.protocols.roaming import ocpi
 from evroam.utility.bill_store import bill_json
@@ -86,6 +90,7 @@ def create_app(
         ),
     )
     app.add_middleware(BodyLimit)  # every body bounded before any parsing
+    metrics = service.ctx.metrics
     bearer = HTTPBearer(auto_error=False)
 
     def gateway_premise(
@@ -98,6 +103,7 @@ def create_app(
             raise HTTPException(
                 401, "unknown or missing gateway token", {"WWW-Authenticate": "Bearer"}
             )
+        bind_ids(premise_id=premise_id)  # on the request's log lines
         return premise_id
 
     Premise = Annotated[str, Depends(gateway_premise)]  # noqa: N806 - a type alias
@@ -138,14 +144,16 @@ def create_app(
     @app.post("/v1/operator/bills", dependencies=[Depends(operator)])
     def bill_run_all() -> Any:
         """Issue the bills of every cycle with charges (idempotent)."""
-        return [bill_json(b) for b in service.charges.issue_bills()]
+        with metrics.bill_run_duration.time():
+            return [bill_json(b) for b in service.charges.issue_bills()]
 
     @app.post("/v1/operator/bills/{cycle}", dependencies=[Depends(operator)])
     def bill_run(cycle: Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]) -> Any:
         """Issue the cycle's bills (idempotent: a second run issues nothing new). A cycle
         outside 2000-2999 is 422; while another run holds the cycle, 409."""
         try:
-            return [bill_json(b) for b in service.charges.issue_bills(check_cycle(cycle))]
+            with metrics.bill_run_duration.time():
+                return [bill_json(b) for b in service.charges.issue_bills(check_cycle(cycle))]
         except Refused as err:
             raise _in_path(err) from None
 
@@ -216,7 +224,20 @@ def create_app(
         service.metering.report_session(premise, report)
         return Recorded(session_id=report.session_id)
 
+    install_observability(app, service)
     return app
+
+
+def install_observability(app: FastAPI, service: UtilityService) -> None:
+    """Access lines, /metrics (with the claims not yet sent) and /ready on the utility's
+    app (observability/; docs/operations.md)."""
+    metrics, engine = service.ctx.metrics, service.ctx.engine
+    metrics.backlog(
+        "evroam_roaming_claims_unsent",
+        "Roaming charge transactions not yet acknowledged by the clearinghouse.",
+        lambda: unsent_claims(engine, service.utility_id),
+    )
+    observability.install(app, metrics, server_checks(engine))
 
 
 def install_cdr_receiver(

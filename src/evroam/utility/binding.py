@@ -9,8 +9,10 @@ Utility/Clearinghouse" (1.6.5). A gateway speaks with its premise's bearer token
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -24,6 +26,8 @@ from evroam.protocols.roaming.ports import NoRecord, Unavailable
 from evroam.territory.model import Premise
 from evroam.utility.context import UtilityContext, find_session
 from evroam.utility.payer import Conditions, PayerDecision, Roaming, decide
+
+log = logging.getLogger(__name__)
 
 # How long a checked gateway token is trusted without asking the database again.
 TOKEN_MEMORY_S = 30.0
@@ -138,6 +142,7 @@ class Binding:
             if existing is None:
                 raise
             return _same_bind(existing, request)
+        opened(ctx, row, "bound")
         return _bind_result(row)
 
     def _ask_clearinghouse(
@@ -188,6 +193,29 @@ def session_row(
         **decision_columns(decision),
         "closed": False,
     }
+
+
+def opened(ctx: UtilityContext, row: Mapping[str, Any], how: str) -> None:
+    """Count a new session by its payer case; a fallback is logged with its reason (an
+    operator looks for comms or validation failures at a premise)."""
+    ctx.metrics.session("opened", row["case"], row["fallback_reason"])
+    log_fallback(row, how)
+
+
+def log_fallback(row: Mapping[str, Any], how: str) -> None:
+    if row["fallback_reason"]:
+        log.warning(
+            "session %s at premise %s %s as a fallback: %s",
+            row["session_id"],
+            row["premise_id"],
+            how,
+            row["fallback_reason"],
+            extra={
+                "session_id": row["session_id"],
+                "premise_id": row["premise_id"],
+                "fallback_reason": row["fallback_reason"],
+            },
+        )
 
 
 def decision_columns(decision: PayerDecision) -> dict[str, Any]:

@@ -6,6 +6,7 @@ UtilityContext of their utility, so the registry is loaded once and a reload is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import Connection, Engine, select
 from evroam.core.clock import Clock, PlausibleWindow
 from evroam.core.errors import Forbidden, Invalid, NotFound
 from evroam.db import schema as s
+from evroam.observability.metrics import UtilityMetrics
 from evroam.protocols.roaming.ports import ClearinghouseLink
 from evroam.territory.model import Premise, Program
 from evroam.territory.store import read_territory
@@ -57,6 +59,11 @@ class UtilityContext:
         # Which load-control events an operator may declare (utility/events.EventRules).
         self.event_rules = event_rules
         self.claims_waiting = True  # claims may be left unsent by an earlier process
+        # Set by a server's claim retry loop (roaming_claims.py): a failed send wakes it, and
+        # until it succeeds the messages that queue claims leave the sending to it.
+        self.claims_retry: Callable[[], None] | None = None
+        self.claims_held = False
+        self.metrics = UtilityMetrics()  # this utility's /metrics (observability/)
         self.tokens: dict[str, tuple[str, float]] = {}  # digest -> (premise, valid until)
         self._registry: Registry | None = None
         self._rater: SessionRater | None = None

@@ -22,7 +22,7 @@ from evroam.core.errors import Conflict, Invalid
 from evroam.core.messages import BindRequest, IntervalReading, SessionReport
 from evroam.db import schema as s
 from evroam.territory.model import Premise
-from evroam.utility.binding import DECISION, decision_columns, session_row
+from evroam.utility.binding import DECISION, decision_columns, log_fallback, opened, session_row
 from evroam.utility.charges import Charges
 from evroam.utility.context import UtilityContext, find_session
 from evroam.utility.energy import EnergyPlanning
@@ -108,6 +108,7 @@ class Metering:
                 for session in closed:
                     self.charges.rate(conn, dict(session))  # late data: append the adjustment
         self.roaming.send_claims()
+        ctx.metrics.readings_in(len(inserted), len(rows) - len(inserted))
         return ReadingsAck(accepted=len(inserted), duplicates=len(rows) - len(inserted))
 
     def report_session(self, gateway_premise: str, report: SessionReport) -> None:
@@ -171,6 +172,7 @@ class Metering:
                 )
                 session = session_row(ctx.utility_id, premise, request, decision)
                 conn.execute(insert(s.sessions).values(session))
+                opened(ctx, session, "reported")
             elif not report.metered and session["bound"]:
                 # The EUMD failed during the session: 1.4.1, premise pays at its default.
                 roaming = None
@@ -189,6 +191,7 @@ class Metering:
                     roaming,
                 )
                 session |= decision_columns(decision)
+                log_fallback(session, "closed")
             closing = {
                 "ended_at": report.ended_at,
                 "reported_energy_wh": report.energy_wh,
@@ -211,6 +214,7 @@ class Metering:
                 self.energy.feeders.replan(
                     conn, feeder, ctx.clock(), f"departure of {report.session_id}"
                 )
+        ctx.metrics.session("closed", closing["case"], closing["fallback_reason"])
         return True
 
     def close_silent(self, silent_for: timedelta) -> list[str]:

@@ -119,7 +119,6 @@ class MeterDesk:
         transaction_ref: str | None = None,
         stamped_at: datetime | None = None,
     ) -> None:
-        LOG.warning("%s %s quarantined: %s (%s)", station_id, action, reason, detail)
         row = store.quarantine_row(
             station_id,
             action,
@@ -132,6 +131,24 @@ class MeterDesk:
         )
         with self.engine.begin() as conn:
             store.insert_quarantine(conn, [row])
+        self._quarantined([row])
+
+    def _quarantined(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Log and count what went to quarantine: the ids and the reason; the detail and
+        the payload stay in the table for review, out of the logs."""
+        for row in rows:
+            LOG.warning(
+                "%s %s quarantined: %s",
+                row["station_id"],
+                row["action"],
+                row["reason"],
+                extra={
+                    "station_id": row["station_id"],
+                    "transaction_ref": row["transaction_ref"],
+                    "quarantine_reason": row["reason"],
+                },
+            )
+            self.service.ctx.metrics.quarantined.labels(row["action"], row["reason"]).inc()
 
     def _sync_of(self, station_id: str) -> datetime | None:
         if station_id not in self._first_sync:
@@ -426,7 +443,12 @@ class MeterDesk:
             try:
                 self.service.record_readings(premise_id, readings)
             except Refused as err:
-                LOG.error("readings of %s refused: %s", premise_id, err)
+                LOG.error(
+                    "readings of %s refused: %s",
+                    premise_id,
+                    err.field,
+                    extra={"premise_id": premise_id, "reason": err.message},
+                )
                 batch.quarantine.append(
                     store.quarantine_row(
                         "-",
@@ -477,6 +499,7 @@ class MeterDesk:
         tx.max_seq_no = max(tx.max_seq_no, event.seq_no)
 
     def _commit(self, batch: _Batch, *, chains_only: bool = False) -> None:
+        accepted = duplicates = 0
         with self.engine.begin() as conn:
             store.insert_samples(conn, batch.samples)
             store.insert_events(conn, batch.events)
@@ -493,10 +516,13 @@ class MeterDesk:
                 if rows:
                     inserted = insert_new(conn, rows)
                     check_same(conn, [r for r in rows if reading_key(r) not in inserted])
+                    accepted, duplicates = len(inserted), len(rows) - len(inserted)
             else:
                 store.save_states(conn, list(batch.touched.values()))
             store.insert_resets(conn, batch.resets)
             store.insert_quarantine(conn, batch.quarantine)
+        self.service.ctx.metrics.readings_in(accepted, duplicates)
+        self._quarantined(batch.quarantine)
 
 
 def event_row(event: EventIn, now: datetime) -> dict[str, Any]:

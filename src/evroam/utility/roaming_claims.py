@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from evroam.core.errors import Forbidden, Invalid
+from evroam.observability.retry import RetryLoop, StillPending
 from evroam.protocols.roaming.messages import ChargeTransaction, PostingAck
 from evroam.protocols.roaming.ports import Unavailable
 from evroam.utility import roaming
@@ -27,28 +28,70 @@ class RoamingClaims:
     def __init__(self, ctx: UtilityContext) -> None:
         self.ctx = ctx
 
-    def send_claims(self) -> int:
+    def send_claims(self, *, retrying: bool = False) -> int:
         """Send queued charge transactions to the clearinghouse, oldest first; stops at the
-        first that cannot be delivered (kept for the next call). Returns how many went."""
+        first that cannot be delivered (kept for the next call). Returns how many went.
+
+        A failure is logged once, with the claim and its cause; with a retry loop running
+        (``retry_in_background``) the messages that queue claims then leave the sending to
+        it until it succeeds, instead of each waiting for the clearinghouse again."""
         ctx = self.ctx
         if ctx.clearinghouse is None or not ctx.claims_waiting:
+            return 0
+        if ctx.claims_held and ctx.claims_retry is not None and not retrying:
             return 0
         with ctx.engine.connect() as conn:
             pending = roaming.unsent_claims(conn, ctx.utility_id)
         for sent, (claim_id, tx) in enumerate(pending):
             try:
                 ctx.clearinghouse.send_transaction(tx)
-            except Unavailable:
+            except Unavailable as err:
+                self._failed(claim_id, tx, f"clearinghouse unavailable: {err}", len(pending) - sent)
                 return sent
-            except Exception:
+            except Exception as err:
                 # Refused: kept, in order, for the operator; the message that rated the
                 # session has been applied and must not fail because of it.
-                log.exception("clearinghouse refused charge transaction %s", claim_id)
+                self._failed(claim_id, tx, f"refused: {err}", len(pending) - sent)
                 return sent
             with ctx.engine.begin() as conn:
                 roaming.mark_sent(conn, claim_id, ctx.clock())
         ctx.claims_waiting = False
+        ctx.claims_held = False
         return len(pending)
+
+    def _failed(self, claim_id: str, tx: ChargeTransaction, cause: str, left: int) -> None:
+        ctx = self.ctx
+        log.warning(
+            "roaming claim %s not sent, %d waiting: %s",
+            claim_id,
+            left,
+            cause,
+            extra={"claim_id": claim_id, "session_id": tx.session_id, "premise_id": tx.premise_id},
+        )
+        if ctx.claims_retry is not None:
+            ctx.claims_held = True
+            ctx.claims_retry()
+
+    def retry_in_background(self, idle_s: float = 60.0, first_s: float = 1.0) -> RetryLoop:
+        """Start the loop that sends waiting claims with exponential backoff and jitter after
+        a failure (and every ``idle_s`` seconds, for claims an earlier process left)."""
+        ctx = self.ctx
+
+        def work() -> None:
+            self.send_claims(retrying=True)
+            if ctx.claims_waiting:
+                raise StillPending("roaming claims still waiting for the clearinghouse")
+
+        loop = RetryLoop(
+            "roaming_claims",
+            work,
+            idle_s=idle_s,
+            first_s=first_s,
+            metrics=ctx.metrics,
+            run_at_start=True,
+        )
+        ctx.claims_retry = loop.wake
+        return loop.start()
 
     def publish_roaming_tokens(self) -> int:
         """Tell the clearinghouse which PEVs are enrolled here: the whole set each time, so

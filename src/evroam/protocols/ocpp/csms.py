@@ -224,6 +224,23 @@ class Csms:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._ws_server: Any = None
+        self._counters: dict[str, Any] = {}  # action -> its counter (no metrics: none)
+        self._messages: Any = None
+
+    def observe(self, metrics: Any) -> None:
+        """Count on the utility's metrics (observability/metrics.py): connections now and
+        CALLs by action."""
+        metrics.ocpp_connections.set_function(lambda: len(self.connected))
+        self._messages = metrics.ocpp_messages
+
+    def counted(self, action: str) -> None:
+        """One CALL from a station (an action the schema does not know counts as such)."""
+        if self._messages is None:
+            return
+        counter = self._counters.get(action)
+        if counter is None:
+            counter = self._counters[action] = self._messages.labels(action[:40])
+        counter.inc()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -439,4 +456,7 @@ def install_ocpp(app: FastAPI, desk: StationDesk, settings: OcppSettings | None 
 
     app.router.lifespan_context = lifespan
     app.state.csms = csms
+    metrics = getattr(app.state, "metrics", None)  # the utility's (observability/http.py)
+    if metrics is not None:
+        csms.observe(metrics)
     return csms

@@ -122,6 +122,7 @@ class StationLink:
                 and frame[2] == "MeterValues"
                 and isinstance(frame[1], str)
             ):
+                self.csms.counted("MeterValues")
                 await self._meter_values(frame[1], frame[3])
                 return
         await route_frame(self, raw)

@@ -103,20 +103,32 @@ def frame_error(protocol: str, raw: Any, error: Exception) -> str:
     return str(CallError(unique_id, error_code(protocol, code), description[:200], cause).to_json())
 
 
+def _cause(err: OCPPError) -> str:
+    """An OCPP error as a log may show it: its kind and cause, short; never the frame the
+    package keeps in its details."""
+    details = getattr(err, "details", None)
+    cause = details.get("cause", "") if isinstance(details, dict) else ""
+    return f"{type(err).__name__}: {str(cause)[:120]}"
+
+
 async def route_frame(charge_point: Any, raw: Any) -> None:
     """``ChargePoint.route_message`` with every CALL answered and codes per version."""
     protocol: str = charge_point._ocpp_version
     try:
         message = unpack(raw)
     except OCPPError as err:
-        LOG.warning("%s: malformed frame %.200r: %s", charge_point.id, raw, err)
+        # The frame's size, not its content: it may carry meter readings or an idTag.
+        LOG.warning("%s: malformed frame (%d chars): %s", charge_point.id, len(raw), _cause(err))
         await charge_point._send(frame_error(protocol, raw, err))
         return
     if message.message_type_id == MessageType.Call:
+        counted = getattr(getattr(charge_point, "csms", None), "counted", None)
+        if counted is not None:
+            counted(str(message.action))
         try:
             await charge_point._handle_call(message)
         except OCPPError as err:
-            LOG.warning("%s: %s refused: %s", charge_point.id, message.action, err)
+            LOG.warning("%s: %s refused: %s", charge_point.id, message.action, _cause(err))
             err.code = error_code(protocol, err.code)
             await charge_point._send(message.create_call_error(err).to_json())
     elif message.message_type_id in (MessageType.CallResult, MessageType.CallError):
