@@ -4,11 +4,8 @@ schema policy, the settings of the invocation, progress on a terminal."""
 from __future__ import annotations
 
 import errno
-import importlib
-import json
 import logging
 import socket
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -218,41 +215,11 @@ def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Pr
 # --- logging ---------------------------------------------------------------------------------
 
 
-class _JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "at": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        )
-
-
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is when a record comes (a test runner swaps it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
-
-
 def configure_logging(level: str, fmt: str) -> None:
-    """STUB (helper J, issue 16 item 6) until `evroam.observability.configure_logging`
-    (helper I) is merged: the lead connects them; if that module is present it is used."""
-    try:
-        module = importlib.import_module("evroam.observability")
-    except ModuleNotFoundError:
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if isinstance(h, _Stderr)]:
-            root.removeHandler(handler)
-        handler = _Stderr()
-        text = logging.Formatter("%(levelname)s %(name)s: %(message)s")
-        handler.setFormatter(_JsonLines() if fmt == "json" else text)
-        root.addHandler(handler)
-        root.setLevel(level.upper())
-        # Alembic says "Context impl SQLiteImpl." at info on every migration: noise here.
-        logging.getLogger("alembic").setLevel("DEBUG" if level == "debug" else "WARNING")
-        return
-    module.configure_logging(level, fmt)
+    """The one logging set-up of every command and server (evroam.observability.logs;
+    docs/operations.md)."""
+    from evroam.observability import configure_logging as set_up
+
+    set_up(level, fmt)
+    # Alembic says "Context impl SQLiteImpl." at info on every migration: noise here.
+    logging.getLogger("alembic").setLevel("DEBUG" if level == "debug" else "WARNING")
