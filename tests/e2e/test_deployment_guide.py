@@ -266,7 +266,7 @@ def test_the_deployment_guide_runs_a_roaming_session_over_tls(
             "clearinghouse", ch_args, _env({"EVROAM_CONFIG": str(ch_env)} | trust), tmp_path
         )
         servers.append(clearinghouse)
-        assert clearinghouse.wait_ready(urls["CH"], cert)["database"] == "ok"
+        assert clearinghouse.wait_ready(urls["CH"], cert)["checks"]["database"] == "ok"
         unit = (REPO / "deploy" / "systemd" / "evroam-utility@.service").read_text("utf-8")
         for utility in ("MHE", "PGX"):  # MHE first: its PEVs are published when PGX asks
             env_file = settings_file(
@@ -292,8 +292,10 @@ def test_the_deployment_guide_runs_a_roaming_session_over_tls(
             server = Server(utility, args, env, tmp_path)
             servers.append(server)
             ready = server.wait_ready(urls[utility], cert)
-            assert ready["clearinghouse"] == "ok", ready
-        assert "TLS" in clearinghouse.text()
+            assert ready["checks"]["clearinghouse"] == "ok", ready
+        startup = clearinghouse.text().splitlines()[0]
+        assert "role=clearinghouse" in startup and "tls=on" in startup, startup
+        assert "evroam_guide" in startup and "hunter" not in startup  # the database, no secret
 
         # 7. a gateway token for the mall, and the session: Gina (MHE) charges at PGX
         token = evroam(
@@ -345,8 +347,10 @@ def test_the_deployment_guide_runs_a_roaming_session_over_tls(
     bill = json.loads(shown)
     roaming = [line for line in bill["lines"] if "GUIDE-1" in json.dumps(line)]
     assert sum(line["energy_wh"] for line in roaming) == 7200
-    # PGX's guest tariff: 7.2 kWh x 0.32 $/kWh = 2.304 -> 2.30, posted to Gina's home account
-    assert sum(Decimal(line["amount"]) for line in roaming) == Decimal("2.30")
+    # Gina's home TOU (the default billing option): 20:30-21:00 MDT on-peak, 3.6 kWh x 0.31 =
+    # 1.116 -> 1.12; then off-peak, 3.6 kWh x 0.09 = 0.324 -> 0.32: she pays 1.44 at home
+    assert sorted(Decimal(line["amount"]) for line in roaming) == [Decimal("0.32"), Decimal("1.12")]
+    # ...while PGX claims its guest tariff through the clearinghouse: 7.2 kWh x 0.32 = 2.30
     settled = json.loads(
         evroam("--db", databases["CH"], "clearinghouse", "settle", "--period", "2026-03", "--json")
     )
