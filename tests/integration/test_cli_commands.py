@@ -183,3 +183,38 @@ def test_events_must_be_bounded_and_can_be_cancelled(tmp_path: Path) -> None:
     assert error(unknown) == "error: event_id: no such event in PGX (got 'NOPE')"
     other = evroam(db, "events", "cancel", "--utility", "MHE", "--id", "E1")
     assert error(other) == "error: event_id: no such event in MHE (got 'E1')"
+
+
+def test_refused_roaming_claims_are_listed_and_requeued(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from sqlalchemy import insert, select
+
+    from evroam.db import schema as s
+    from evroam.db.engine import make_engine
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    assert evroam(db, "db", "upgrade").exit_code == 0
+    at = datetime(2026, 3, 20, 4, 0, tzinfo=UTC)
+    engine = make_engine(db)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(s.roaming_claims).values(
+                id="CT-R9-0", utility_id="PGX", premise_id="PGX-P-MALL", session_id="R9",
+                seq=0, energy_wh=7200, amount=Decimal("2.30"), body="{}", created_at=at,
+                refused_at=at, refused_reason="refused: HTTP 409 (2000): a second original CDR",
+            )
+        )  # fmt: skip
+    listed = evroam(db, "sessions", "refused-claims")
+    assert listed.exit_code == 0, listed.output
+    assert "CT-R9-0  R9  2026-03-20T04:00:00+00:00  refused: HTTP 409" in listed.stdout
+    assert "1 refused claims" in listed.stdout
+    assert evroam(db, "sessions", "refused-claims", "--requeue", "CT-R9-0").exit_code == 0
+    with engine.connect() as conn:
+        t = s.roaming_claims
+        assert conn.execute(select(t.c.refused_at, t.c.sent_at)).one() == (None, None)
+    again = evroam(db, "sessions", "refused-claims", "--requeue", "CT-R9-0")
+    assert again.exit_code == 2
+    assert "--requeue: no refused claim 'CT-R9-0'" in click.unstyle(again.stderr)
+    engine.dispose()

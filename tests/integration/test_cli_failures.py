@@ -159,19 +159,19 @@ CASES = [
     ),
     pytest.param(
         ["--db", "{old}", "serve", "clearinghouse", "--port", "0"],
-        "error: sqlite:///{old}: schema at revision 0014, this evroam needs 0021: "
+        "error: sqlite:///{old}: schema at revision 0014, this evroam needs 0022: "
         "run `evroam db upgrade`",
         id="serve-old-schema",
     ),
     pytest.param(
         ["--db", "{old}", "bill", "show", "--account", "PGX-A-1001", "--period", "2026-03"],
-        "error: sqlite:///{old}: schema at revision 0014, this evroam needs 0021: "
+        "error: sqlite:///{old}: schema at revision 0014, this evroam needs 0022: "
         "run `evroam db upgrade`",
         id="read-old-schema",
     ),
     pytest.param(
         ["--db", "{old}", "bill", "run", "--period", "2026-03"],
-        "error: sqlite:///{old}: schema at revision 0014, this evroam needs 0021: "
+        "error: sqlite:///{old}: schema at revision 0014, this evroam needs 0022: "
         "run `evroam db upgrade`",
         id="write-old-schema",
     ),

@@ -69,7 +69,7 @@ def test_refused_messages_are_listed_and_the_exit_status_is_1(tmp_path: Path) ->
     [session] = document["sessions"]
     assert session["energy_wh"] == 1000  # what was taken: 18:00 and 18:15
     assert click.unstyle(ran.stderr).splitlines() == [
-        f"note: {db}: new database, evroam schema created (revision 0021)",
+        f"note: {db}: new database, evroam schema created (revision 0022)",
         "refused: PGX-P-ALICE R1 reading 2026-03-03T02:30:00Z: " + future("2026-03-03T02:30:00Z"),
         "refused: PGX-P-ALICE R1 reading 2026-03-03T02:45:00Z: " + future("2026-03-03T02:45:00Z"),
         "2 messages refused, 0 undelivered: exit status 1",

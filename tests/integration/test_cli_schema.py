@@ -95,7 +95,7 @@ def test_a_command_that_writes_gives_an_empty_database_its_schema_and_says_so(
     loaded = evroam("--db", f"sqlite:///{path}", "territory", "load", TERRITORY)
     assert loaded.exit_code == 0, loaded.output
     assert stderr_lines(loaded) == [
-        f"note: sqlite:///{path}: new database, evroam schema created (revision 0021)"
+        f"note: sqlite:///{path}: new database, evroam schema created (revision 0022)"
     ]
     again = evroam("--db", f"sqlite:///{path}", "territory", "show", "--json")
     assert again.exit_code == 0 and again.stderr == ""
@@ -109,18 +109,18 @@ def test_an_old_schema_is_changed_only_by_db_upgrade(tmp_path: Path) -> None:
     refused = evroam("--db", url, "territory", "load", TERRITORY)
     assert refused.exit_code == 2
     assert stderr_lines(refused) == [
-        f"error: {url}: schema at revision 0014, this evroam needs 0021: run `evroam db upgrade`"
+        f"error: {url}: schema at revision 0014, this evroam needs 0022: run `evroam db upgrade`"
     ]
     assert current_revision(engine) == "0014"  # refused before anything was changed
     status = evroam("--db", url, "db", "status")
     assert status.exit_code == 1
     assert status.stdout.splitlines()[1:] == [
         "current:  0014",
-        "head:     0021",
-        "schema at revision 0014, this evroam needs 0021: run `evroam db upgrade`",
+        "head:     0022",
+        "schema at revision 0014, this evroam needs 0022: run `evroam db upgrade`",
     ]
     assert evroam("--db", url, "db", "upgrade").exit_code == 0
-    assert current_revision(engine) == "0021"
+    assert current_revision(engine) == "0022"
     assert evroam("--db", url, "db", "status").stdout.splitlines()[-1] == "schema at head"
     assert evroam("--db", url, "territory", "load", TERRITORY).exit_code == 0
     engine.dispose()
@@ -136,7 +136,7 @@ def test_a_schema_from_a_newer_evroam_is_refused(tmp_path: Path) -> None:
     refused = evroam("--db", url, "bill", "run", "--period", "2026-03")
     assert refused.exit_code == 2
     assert stderr_lines(refused) == [
-        f"error: {url}: schema at revision 0099, unknown to this evroam (head 0021): written "
+        f"error: {url}: schema at revision 0099, unknown to this evroam (head 0022): written "
         "by a newer evroam? Run that version, or upgrade evroam"
     ]
 
@@ -155,7 +155,7 @@ def test_the_server_refuses_an_old_schema_as_a_real_process(tmp_path: Path) -> N
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"error: {url}: schema at revision 0014, this evroam needs 0021: run `evroam db upgrade`"
+        f"error: {url}: schema at revision 0014, this evroam needs 0022: run `evroam db upgrade`"
     ]
 
 
@@ -191,7 +191,7 @@ def test_the_sql_from_an_empty_database_builds_the_declared_schema(pg_engine: En
     assert printed.stdout.startswith("BEGIN;")
     assert current_revision(pg_engine) is None  # printing touched nothing
     run_script(pg_engine, printed.stdout)
-    assert current_revision(pg_engine) == "0021"
+    assert current_revision(pg_engine) == "0022"
     with pg_engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
@@ -225,7 +225,7 @@ def test_the_sql_from_0012_moves_issued_bills_days_as_the_online_upgrade_does(
     assert "-- Running upgrade 0011 -> 0012" not in printed.stdout
     assert current_revision(pg_engine) == "0012"
     run_script(pg_engine, printed.stdout)
-    assert current_revision(pg_engine) == "0021"
+    assert current_revision(pg_engine) == "0022"
     with pg_engine.connect() as conn:
         bill = load_bill(conn, "A1", "2026-03")
     assert bill is not None
@@ -242,7 +242,7 @@ def test_the_sql_from_a_given_revision_needs_no_database(pg_engine: Engine) -> N
     unreachable = "postgresql://ops:hunter2hunter2@127.0.0.1:1/evroam"
     printed = evroam("--db", unreachable, "db", "upgrade", "--sql", "--from", "0014")
     assert printed.exit_code == 0, printed.output
-    # 0014 -> 0018 -> 0019 -> 0020 -> 0021: one "Running upgrade" line each
-    assert printed.stdout.count("-- Running upgrade") == 4
+    # 0014 -> 0018 -> 0019 -> 0020 -> 0021 -> 0022: one "Running upgrade" line each
+    assert printed.stdout.count("-- Running upgrade") == 5
     assert "ALTER TABLE session_reports ADD COLUMN written_by" in printed.stdout
     assert "hunter2" not in printed.output

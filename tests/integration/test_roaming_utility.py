@@ -17,6 +17,7 @@ from evroam.core.clock import FixedClock
 from evroam.core.errors import Conflict
 from evroam.core.messages import BillingOption, BindRequest, IntervalReading, SessionReport
 from evroam.db import schema as s
+from evroam.protocols.roaming.http import Refused as HttpRefused
 from evroam.protocols.roaming.messages import (
     AuthorizationInfo,
     AuthorizationRequest,
@@ -47,6 +48,7 @@ class StandIn:
         self.sent: list[ChargeTransaction] = []
         self.acks: list[PostingAck] = []
         self.up = True
+        self.refuse: dict[str, int] = {}  # session id -> the HTTP status it is refused with
 
     def publish_tokens(self, tokens: Sequence[RoamingToken], *, replace: bool = False) -> int:
         if replace:  # the member's whole set: forget what it published before
@@ -75,6 +77,9 @@ class StandIn:
     def send_transaction(self, transaction: ChargeTransaction) -> None:
         if not self.up:
             raise Unavailable("no answer")
+        if transaction.session_id in self.refuse:
+            status = self.refuse[transaction.session_id]
+            raise HttpRefused(status, 2001, "refused by the test", None)
         self.sent.append(transaction)
         self.acks.append(self.homes[transaction.home_utility].post_roaming_transaction(transaction))
 
@@ -288,6 +293,38 @@ def test_claims_wait_for_the_clearinghouse_and_go_once(
     assert pgx.send_claims() == 1
     assert pgx.send_claims() == 0
     assert [t.amount for t in ch.sent] == [Decimal("2.30")]
+
+
+@pytest.mark.parametrize("status", [409, 422])
+def test_a_refused_claim_is_set_aside_and_the_claims_behind_it_go(
+    engine: Engine, parties: tuple[UtilityService, UtilityService, StandIn], status: int
+) -> None:
+    """Once, one refused claim stopped every later claim of the utility, for good."""
+    pgx, _, ch = parties
+    ch.refuse = {"R9": status}
+    charge_at_mall(pgx, "R9", "guest", HOUR)
+    charge_at_mall(pgx, "R10", "guest", HOUR[:6])  # 3.6 kWh x 0.32 = 1.152 -> 1.15
+    assert [(t.session_id, t.amount) for t in ch.sent] == [("R10", Decimal("1.15"))]
+    with engine.connect() as conn:
+        t = s.roaming_claims
+        aside = conn.execute(
+            select(t.c.session_id, t.c.refused_reason).where(t.c.refused_at.is_not(None))
+        ).all()
+    assert [row.session_id for row in aside] == ["R9"]
+    assert f"HTTP {status}" in aside[0].refused_reason
+    assert pgx.send_claims() == 0  # not retried by itself: it waits for review
+
+
+def test_credentials_refused_hold_the_claims_until_they_are_fixed(
+    engine: Engine, parties: tuple[UtilityService, UtilityService, StandIn]
+) -> None:
+    pgx, _, ch = parties
+    ch.refuse = {"R11": 401}
+    charge_at_mall(pgx, "R11", "guest", HOUR)
+    assert ch.sent == [] and pgx.send_claims() == 0
+    ch.refuse = {}  # the token rotated: the same claim goes, once
+    assert pgx.send_claims() == 1
+    assert [(t.session_id, t.amount) for t in ch.sent] == [("R11", Decimal("2.30"))]
 
 
 def test_the_home_utility_takes_cdrs_only_with_the_token_it_gave_the_clearinghouse(

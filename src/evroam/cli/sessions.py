@@ -35,3 +35,41 @@ def close_silent(
     for session_id in closed:
         out.print(f"closed {session_id}", highlight=False)
     out.print(f"{len(closed)} silent sessions closed for {utility}")
+
+
+@sessions_app.command("refused-claims")
+def refused_claims(
+    ctx: typer.Context,
+    requeue: Annotated[
+        str | None, typer.Option(help="Send this claim again with the next claims.")
+    ] = None,
+) -> None:
+    """Roaming claims the clearinghouse refused (set aside so the others flow on), with
+    why; --requeue CLAIM_ID puts one back in the queue once its cause is fixed."""
+    from sqlalchemy import select, update
+
+    from evroam.cli.common import Access
+    from evroam.db import schema as s
+
+    table = s.roaming_claims
+    engine = open_engine(ctx, Access.WRITE if requeue else Access.READ)
+    if requeue is not None:
+        with engine.begin() as conn:
+            done = conn.execute(
+                update(table)
+                .where(table.c.id == requeue, table.c.refused_at.is_not(None))
+                .values(refused_at=None, refused_reason=None)
+            )
+        if done.rowcount == 0:
+            fail(f"--requeue: no refused claim {requeue!r}")
+        out.print(f"claim {requeue} queued again", highlight=False)
+        return
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(table.c.id, table.c.session_id, table.c.refused_at, table.c.refused_reason)
+            .where(table.c.refused_at.is_not(None))
+            .order_by(table.c.refused_at)
+        ).all()
+    for claim_id, session_id, at, reason in rows:
+        out.print(f"{claim_id}  {session_id}  {at.isoformat()}  {reason}", highlight=False)
+    out.print(f"{len(rows)} refused claims")

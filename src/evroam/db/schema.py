@@ -281,6 +281,10 @@ roaming_claims = Table(
     Column("body", Text, nullable=False),  # the ChargeTransaction as sent
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),  # acknowledged by the clearinghouse
+    # Refused by the clearinghouse (a 4xx other than 401/403): set aside for review, not
+    # retried, so the claims behind it flow on.
+    Column("refused_at", UtcDateTime),
+    Column("refused_reason", String(300)),
     UniqueConstraint("premise_id", "session_id", "seq", name="uq_roaming_claims_session_seq"),
 )
 

@@ -119,7 +119,11 @@ def unsent_claims(conn: Connection, utility_id: str) -> list[tuple[str, ChargeTr
     table = s.roaming_claims
     rows = conn.execute(
         select(table.c.id, table.c.body)
-        .where(table.c.utility_id == utility_id, table.c.sent_at.is_(None))
+        .where(
+            table.c.utility_id == utility_id,
+            table.c.sent_at.is_(None),
+            table.c.refused_at.is_(None),
+        )
         .order_by(table.c.created_at, table.c.id)
     )
     return [(claim_id, ChargeTransaction.model_validate_json(body)) for claim_id, body in rows]
@@ -128,6 +132,13 @@ def unsent_claims(conn: Connection, utility_id: str) -> list[tuple[str, ChargeTr
 def mark_sent(conn: Connection, claim_id: str, at: datetime) -> None:
     table = s.roaming_claims
     conn.execute(update(table).where(table.c.id == claim_id).values(sent_at=at))
+
+
+def set_aside(conn: Connection, claim_id: str, at: datetime, reason: str) -> None:
+    """A claim the clearinghouse refused: kept for review, never sent again by itself."""
+    table = s.roaming_claims
+    values = {"refused_at": at, "refused_reason": reason[:300]}
+    conn.execute(update(table).where(table.c.id == claim_id).values(values))
 
 
 def roaming_tokens(utility: Utility, pevs: Sequence[Pev], now: datetime) -> list[RoamingToken]:

@@ -42,22 +42,39 @@ class RoamingClaims:
             return 0
         with ctx.engine.connect() as conn:
             pending = roaming.unsent_claims(conn, ctx.utility_id)
-        for sent, (claim_id, tx) in enumerate(pending):
+        sent = 0
+        for claim_id, tx in pending:
             try:
                 ctx.clearinghouse.send_transaction(tx)
             except Unavailable as err:
                 self._failed(claim_id, tx, f"clearinghouse unavailable: {err}", len(pending) - sent)
                 return sent
             except Exception as err:
-                # Refused: kept, in order, for the operator; the message that rated the
-                # session has been applied and must not fail because of it.
+                if _refused_for_good(err):
+                    # One bad claim must not hold the others: set aside with its reason
+                    # (`evroam sessions refused-claims`), the rest flow on.
+                    self._set_aside(claim_id, tx, f"refused: {err}")
+                    continue
+                # A failure that may pass (credentials refused, a bug): kept, in order, for
+                # the next try; the message that rated the session must not fail for it.
                 self._failed(claim_id, tx, f"refused: {err}", len(pending) - sent)
                 return sent
             with ctx.engine.begin() as conn:
                 roaming.mark_sent(conn, claim_id, ctx.clock())
+            sent += 1
         ctx.claims_waiting = False
         ctx.claims_held = False
-        return len(pending)
+        return sent
+
+    def _set_aside(self, claim_id: str, tx: ChargeTransaction, reason: str) -> None:
+        with self.ctx.engine.begin() as conn:
+            roaming.set_aside(conn, claim_id, self.ctx.clock(), reason)
+        log.warning(
+            "roaming claim %s set aside for review: %s",
+            claim_id,
+            reason,
+            extra={"claim_id": claim_id, "session_id": tx.session_id, "premise_id": tx.premise_id},
+        )
 
     def _failed(self, claim_id: str, tx: ChargeTransaction, cause: str, left: int) -> None:
         ctx = self.ctx
@@ -119,3 +136,10 @@ class RoamingClaims:
             raise Invalid("currency", tx.currency, f"{ctx.utility_id} bills in {utility.currency}")
         with ctx.engine.begin() as conn:
             return roaming.post(conn, utility, rater, pev, tx, ctx.clock())
+
+
+def _refused_for_good(err: Exception) -> bool:
+    """A 4xx refusal of this one claim (409, 422...): sending it again cannot help. 401 and
+    403 say the credentials are wrong, which a rotation fixes: those hold the queue."""
+    status = getattr(err, "status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (401, 403)
