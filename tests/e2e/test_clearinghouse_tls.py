@@ -9,7 +9,6 @@ revokes it, the spent A no longer lets it in.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import socket
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, timedelta
 from pathlib import Path
 
 import httpx
@@ -27,6 +25,7 @@ import pytest
 
 from evroam.protocols.roaming.http import register, token_header
 from evroam.protocols.roaming.ports import Unavailable
+from tests.certs import self_signed
 
 pytestmark = pytest.mark.e2e
 
@@ -38,45 +37,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1, its own CA."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "ch.pem", folder / "ch.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def upgraded(url: str) -> str:
@@ -110,7 +70,7 @@ def wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path, **client
 @pytest.fixture
 def tls_clearinghouse(tmp_path: Path, example_territory: Path) -> Iterator[tuple[str, Path, Path]]:
     """(https URL, its certificate, its database file)."""
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "ch")
     port = free_port()
     db = tmp_path / "ch.db"
     log = tmp_path / "clearinghouse.log"

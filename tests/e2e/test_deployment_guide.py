@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 
 from evroam.db import schema as s
 from evroam.db.engine import make_engine
+from tests.certs import self_signed
 
 pytestmark = pytest.mark.e2e
 
@@ -146,45 +147,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "server.crt", folder / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 class Gateway:
     """The mall's premise gateway: `python -m evroam.gateway.process`, one JSON line each."""
 
@@ -226,7 +188,7 @@ def test_the_deployment_guide_runs_a_roaming_session_over_tls(
     databases: dict[str, str], tmp_path: Path
 ) -> None:
     guide = (REPO / "docs" / "deployment.md").read_text("utf-8")
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "server")
     trust = {"SSL_CERT_FILE": str(cert)}  # the private CA every party is told to trust
 
     # 1. install: the version answers

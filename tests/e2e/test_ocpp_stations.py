@@ -17,7 +17,6 @@ import asyncio
 import base64
 import contextlib
 import copy
-import datetime as dt
 import json
 import logging
 import socket
@@ -62,6 +61,7 @@ from evroam.utility.api import create_app
 from evroam.utility.bill_store import issue_cycle
 from evroam.utility.ocpp_desk import TransactionDesk
 from evroam.utility.service import UtilityService
+from tests.certs import self_signed
 from tests.conftest import example_document, write_document
 
 pytestmark = pytest.mark.e2e
@@ -1148,7 +1148,7 @@ def test_load_control_event_replans_and_pushes_a_new_profile(utility: Utility) -
 def test_tls_security_profile_2_station_connects_over_wss(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "csms")
     with running_utility(sqlite_engine, tmp_path, tls=(cert, key), tls_required=True) as utility:
         assert utility.url.startswith("wss://")
 
@@ -1157,45 +1157,6 @@ def test_tls_security_profile_2_station_connects_over_wss(
                 return await boot16(station)
 
         assert asyncio.run(scenario()).status == "Accepted"
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1, made with `cryptography`."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "csms.pem", folder / "csms.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 # --- roaming through the clearinghouse (seed 1.6.4) ---------------------------------------
