@@ -275,6 +275,7 @@ def run_and_check(ch: Server, utility: Server, databases: dict[str, URL], mhe_c:
             == 1
         )
     assert utility.metric("evroam_roaming_claims_unsent") == 0  # the clearinghouse took it
+    assert utility.metric("evroam_roaming_claims_refused") == 0
     route = {"method": "POST", "route": "/v1/gateway/readings"}
     assert utility.metric("evroam_http_requests_total", **route, status="422") == 1
     assert utility.metric("evroam_http_requests_total", **route, status="401") == 1

@@ -17,6 +17,7 @@ from evroam.core.clock import FixedClock
 from evroam.core.errors import Conflict
 from evroam.core.messages import BillingOption, BindRequest, IntervalReading, SessionReport
 from evroam.db import schema as s
+from evroam.observability.backlogs import unsent_claims
 from evroam.protocols.roaming.http import Refused as HttpRefused
 from evroam.protocols.roaming.messages import (
     AuthorizationInfo,
@@ -313,6 +314,8 @@ def test_a_refused_claim_is_set_aside_and_the_claims_behind_it_go(
     assert [row.session_id for row in aside] == ["R9"]
     assert f"HTTP {status}" in aside[0].refused_reason
     assert pgx.send_claims() == 0  # not retried by itself: it waits for review
+    # what /metrics shows: nothing waiting, one set aside
+    assert (unsent_claims(engine, "PGX"), unsent_claims(engine, "PGX", refused=True)) == (0, 1)
 
 
 def test_credentials_refused_hold_the_claims_until_they_are_fixed(

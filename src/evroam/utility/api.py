@@ -237,6 +237,11 @@ def install_observability(app: FastAPI, service: UtilityService) -> None:
         "Roaming charge transactions not yet acknowledged by the clearinghouse.",
         lambda: unsent_claims(engine, service.utility_id),
     )
+    metrics.backlog(
+        "evroam_roaming_claims_refused",
+        "Roaming charge transactions the clearinghouse refused, set aside for review.",
+        lambda: unsent_claims(engine, service.utility_id, refused=True),
+    )
     observability.install(app, metrics, server_checks(engine))
 
 
