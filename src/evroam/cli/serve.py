@@ -3,6 +3,7 @@ settings (utility/settings.py, clearinghouse/settings.py); options win over them
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from pydantic import SecretStr
 from evroam.clearinghouse.settings import FLAGS as CH_FLAGS
 from evroam.clearinghouse.settings import ClearinghouseSettings
 from evroam.cli.clearinghouse import clearinghouse_service
-from evroam.cli.common import configured, err, fail, fail_lines, open_db
+from evroam.cli.common import configured, fail, fail_lines, open_db
 from evroam.core.errors import Refused
 from evroam.db.engine import default_url, make_engine
 from evroam.territory.loader import TerritoryFileError, load_territory
@@ -312,12 +313,12 @@ def serve_clearinghouse(
     service = clearinghouse_service(engine, territory, settings, clock)
     for member in service.members():
         if not member.registered:
-            err.print(
-                f"member {member.utility_id} has no registration token: set "
-                f"{registration_env(member.utility_id)} or run `evroam clearinghouse register "
-                f"--utility {member.utility_id}`",
-                highlight=False,
-                soft_wrap=True,
+            logging.getLogger("evroam.server").warning(
+                "member %s has no registration token: set %s or run `evroam clearinghouse "
+                "register --utility %s`",
+                member.utility_id,
+                registration_env(member.utility_id),
+                member.utility_id,
             )
     operator_token = secret(settings.operator_token)
     app = create_app(
