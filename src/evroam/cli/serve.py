@@ -3,6 +3,7 @@ settings (utility/settings.py, clearinghouse/settings.py); options win over them
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,6 @@ from evroam.cli.common import (
     check_port,
     check_tls_files,
     configured,
-    err,
     fail,
     fail_lines,
     open_db,
@@ -348,7 +348,7 @@ def serve_clearinghouse(
         engine = make_engine(default_url(settings), pool_size=40, max_overflow=10)
     service = clearinghouse_service(engine, territory, settings, clock)
     for line in clearinghouse_warnings(service, settings):
-        err.print(line, highlight=False, soft_wrap=True)
+        logging.getLogger("evroam.server").warning("%s", line)
     operator_token = secret(settings.operator_token)
     app = create_app(
         service,

@@ -77,6 +77,7 @@ def configure_logging(level: str = "info", fmt: str = "text", stream: TextIO | N
     handler.evroam = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level_name.upper())
+    logging.captureWarnings(True)  # Python's warnings as log lines too (one JSON per line)
     for name in QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     ocpp = logging.getLogger("ocpp")

@@ -297,25 +297,31 @@ class Csms:
         station_id = str(websocket.path_params.get("station_id", ""))
         station = (await self.worker.run(self.stations)).get(station_id)
         if station is None:
-            await _deny(websocket, 404, f"unknown charging station {station_id!r}")
+            await _deny(websocket, station_id, 404, f"unknown charging station {station_id!r}")
             return
         if self.settings.tls_required and websocket.url.scheme != "wss":
-            await _deny(websocket, 403, "this CSMS takes stations over TLS only (wss://)")
+            await _deny(
+                websocket, station_id, 403, "this CSMS takes stations over TLS only (wss://)"
+            )
             return
         if not authenticated(
             websocket.headers.get("authorization"), station, self.settings.basic_auth_required
         ):
-            LOG.warning("%s: refused at the handshake: bad credentials", station_id)
-            await _deny(websocket, 401, "Basic authentication as the station failed")
+            await _deny(websocket, station_id, 401, "Basic authentication as the station failed")
             return
         offered = list(websocket.scope.get("subprotocols") or ())
         chosen = next((p for p in SUBPROTOCOLS if p in offered), None)
         if chosen is None:
-            await _deny(websocket, 400, f"no supported subprotocol in {offered}: {SUBPROTOCOLS}")
+            await _deny(
+                websocket,
+                station_id,
+                400,
+                f"no supported subprotocol in {offered}: {SUBPROTOCOLS}",
+            )
             return
         await websocket.accept(subprotocol=chosen)
         kind = V201Station if chosen == "ocpp2.0.1" else V16Station
-        LOG.info("%s connected (%s)", station_id, chosen)
+        LOG.info("%s connected (%s)", station_id, chosen, extra={"station_id": station_id})
         await self._run_link(kind(station, SocketWire(websocket), self), (WebSocketDisconnect,))
 
     # --- the standalone port: a `websockets` server -------------------------------------------
@@ -345,21 +351,24 @@ class Csms:
         station_id = _station_of_path(request.path)
         station = (await self.worker.run(self.stations)).get(station_id or "")
         if station is None:
+            _refused(station_id, 404, "unknown charging station")
             return connection.respond(
                 HTTPStatus.NOT_FOUND, f"unknown charging station {station_id!r}\n"
             )
         if self.settings.tls_required and not self.settings.tls_cert:
+            _refused(station_id, 403, "TLS only")
             return connection.respond(
                 HTTPStatus.FORBIDDEN, "this CSMS takes stations over TLS only\n"
             )
         header = request.headers.get("Authorization")
         if not authenticated(header, station, self.settings.basic_auth_required):
-            LOG.warning("%s: refused at the handshake: bad credentials", station_id)
+            _refused(station_id, 401, "Basic authentication as the station failed")
             response = connection.respond(HTTPStatus.UNAUTHORIZED, "Basic authentication failed\n")
             response.headers["WWW-Authenticate"] = 'Basic realm="ocpp"'
             return response
         offered = _offered(request.headers.get_all("Sec-WebSocket-Protocol"))
         if not any(p in offered for p in SUBPROTOCOLS):
+            _refused(station_id, 400, f"no supported subprotocol in {offered}")
             return connection.respond(
                 HTTPStatus.BAD_REQUEST, f"no supported subprotocol in {offered}\n"
             )
@@ -388,7 +397,7 @@ class Csms:
         finally:
             if self.connected.get(station_id) is link:
                 del self.connected[station_id]
-            LOG.info("%s disconnected", station_id)
+            LOG.info("%s disconnected", station_id, extra={"station_id": station_id})
 
     # --- re-plans --------------------------------------------------------------------------
 
@@ -429,8 +438,20 @@ def _select_subprotocol(connection: Any, offered: Any) -> Any:
     return next((p for p in SUBPROTOCOLS if p in offered), None)
 
 
-async def _deny(websocket: WebSocket, status: int, reason: str) -> None:
+def _refused(station_id: str | None, status: int, reason: str) -> None:
+    """Every handshake refusal is logged, like the HTTP API's 4xx (never the credentials)."""
+    LOG.warning(
+        "%s: refused at the handshake (%d): %s",
+        station_id,
+        status,
+        reason,
+        extra={"station_id": station_id, "status": status},
+    )
+
+
+async def _deny(websocket: WebSocket, station_id: str, status: int, reason: str) -> None:
     """Refuse before accepting: an HTTP status when the server can send one, else 403."""
+    _refused(station_id, status, reason)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         headers = {"WWW-Authenticate": 'Basic realm="ocpp"'} if status == 401 else None
         await websocket.send_denial_response(PlainTextResponse(reason, status, headers))
