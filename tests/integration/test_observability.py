@@ -190,7 +190,7 @@ def test_ready_names_the_schema_when_the_database_is_behind_the_code(
         assert ready.status_code == 200
         assert ready.json() == {
             "status": "ready",
-            "checks": {"database": "ok", "schema": "ok (0018)"},
+            "checks": {"database": "ok", "schema": "ok (0022)"},
         }
         with utility.engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = '0014'"))
@@ -198,7 +198,7 @@ def test_ready_names_the_schema_when_the_database_is_behind_the_code(
             stale = client.get("/ready")
         finally:
             with utility.engine.begin() as conn:
-                conn.execute(text("UPDATE alembic_version SET version_num = '0018'"))
+                conn.execute(text("UPDATE alembic_version SET version_num = '0022'"))
         assert stale.status_code == 503
         assert stale.json() == {
             "status": "not ready",
@@ -206,7 +206,7 @@ def test_ready_names_the_schema_when_the_database_is_behind_the_code(
             "checks": {
                 "database": "ok",
                 "schema": (
-                    "database at revision 0014, this evroam needs 0018: run `evroam db upgrade`"
+                    "database at revision 0014, this evroam needs 0022: run `evroam db upgrade`"
                 ),
             },
         }
@@ -378,6 +378,7 @@ def test_clearinghouse_counts_its_backlog_logs_each_failed_cdr_and_times_settlem
     service = ClearinghouseService(
         sqlite_engine, FixedClock(T0 + timedelta(hours=2)), "CH-WEST", members=["PGX", "MHE"]
     )
+    service.load_locations({"PGX": ["PGX-P-ALICE"], "MHE": ["MHE-P-GINA"]})
     home = DownHome()
     app = create_ch_app(service, OPERATOR, home_links=lambda: {"MHE": home}, retry_every_s=None)
     with TestClient(app) as client:

@@ -33,28 +33,6 @@ def secret(value: SecretStr | None) -> str | None:
     return None if value is None else value.get_secret_value()
 
 
-LogLevel = Annotated[
-    str,
-    typer.Option(
-        envvar="EVROAM_LOG_LEVEL", help="debug, info (default), warning or error (stderr)."
-    ),
-]
-LogFormat = Annotated[
-    str,
-    typer.Option(envvar="EVROAM_LOG_FORMAT", help="text (default) or json: one object a line."),
-]
-
-
-def logging_set_up(level: str, fmt: str) -> None:
-    """docs/operations.md; a bad level or format ends the command in one line."""
-    from evroam.observability import configure_logging
-
-    try:
-        configure_logging(level, fmt)
-    except ValueError as exc:
-        fail(f"--log-{'level' if 'level' in str(exc) else 'format'}: {exc}")
-
-
 serve_app = typer.Typer(no_args_is_help=True, help="Run a party as a server.")
 
 
@@ -125,8 +103,6 @@ def serve_utility(
         Path | None, typer.Option(help="Server certificate (PEM): serve HTTPS and wss://.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
-    log_level: LogLevel = "info",
-    log_format: LogFormat = "text",
 ) -> None:
     """Serve one utility over HTTP: the gateway API, OCPP 1.6J/2.0.1 for charging stations
     at /ocpp/{station_id}, and with a clearinghouse its roaming CDR receiver."""
@@ -144,7 +120,6 @@ def serve_utility(
     from evroam.utility.ocpp_desk import TransactionDesk
     from evroam.utility.service import UtilityService
 
-    logging_set_up(log_level, log_format)
     settings = configured(
         UtilitySettings,
         ctx,
@@ -305,8 +280,6 @@ def serve_clearinghouse(
         Path | None, typer.Option(help="Server certificate (PEM): serve HTTPS.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
-    log_level: LogLevel = "info",
-    log_format: LogFormat = "text",
 ) -> None:
     """Serve the clearinghouse (OCPI 2.2.1-shaped roaming API and settlement) over HTTP, or
     HTTPS with --tls-cert and --tls-key.
@@ -322,7 +295,6 @@ def serve_clearinghouse(
     from evroam.core.clock import FixedClock, utc_now
     from evroam.observability.logs import log_startup, uvicorn_options
 
-    logging_set_up(log_level, log_format)
     settings = configured(
         ClearinghouseSettings,
         ctx,
