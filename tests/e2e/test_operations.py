@@ -181,6 +181,7 @@ def test_servers_are_observable_and_never_log_a_secret(
                 EVROAM_OPERATOR_TOKEN=U_OPERATOR,
                 EVROAM_PORTAL_SECRET=PORTAL_SECRET,
                 EVROAM_CH_REGISTRATION_TOKEN=TOKEN_A["PGX"],
+                EVROAM_CH_CREDENTIALS_FILE=str(tmp_path / "pgx-credentials.json"),
             ),
         )
         servers.append(utility)

@@ -109,11 +109,15 @@ def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_a_weak_secret_is_one_line_naming_the_variable(
-    variable: str, monkeypatch: pytest.MonkeyPatch
+    variable: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv(variable, "short-secret")
     with pytest.raises(SettingError) as refused:
-        UtilitySettings.load(utility_id="PGX", ch_url="http://127.0.0.1:8200")
+        UtilitySettings.load(
+            utility_id="PGX",
+            ch_url="http://127.0.0.1:8200",
+            ch_credentials_file=tmp_path / "none-yet.json",  # never registered
+        )
     assert str(refused.value) == f"{variable}: must be at least 16 characters"
     assert "short-secret" not in str(refused.value)
 
@@ -125,12 +129,16 @@ def test_a_weak_secret_in_the_file_names_the_variable(tmp_path: Path) -> None:
     assert str(refused.value) == "EVROAM_PORTAL_SECRET: must be at least 16 characters"
 
 
-def test_missing_settings_name_the_variable_and_the_option() -> None:
+def test_missing_settings_name_the_variable_and_the_option(tmp_path: Path) -> None:
     with pytest.raises(SettingError) as missing:
         UtilitySettings.load(flags=FLAGS)
     assert str(missing.value) == "EVROAM_UTILITY_ID: not set (nor --utility)"
     with pytest.raises(SettingError) as token_a:
-        UtilitySettings.load(utility_id="PGX", ch_url="http://127.0.0.1:8200")
+        UtilitySettings.load(
+            utility_id="PGX",
+            ch_url="http://127.0.0.1:8200",
+            ch_credentials_file=tmp_path / "none-yet.json",  # never registered
+        )
     assert str(token_a.value) == (
         "EVROAM_CH_REGISTRATION_TOKEN: not set (registering with the clearinghouse needs it)"
     )
