@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -116,7 +117,9 @@ class Server:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.text()
             try:
-                answer = httpx.get(f"{url}/ready", verify=str(ca), timeout=2)
+                answer = httpx.get(
+                    f"{url}/ready", verify=ssl.create_default_context(cafile=ca), timeout=2
+                )
                 if answer.status_code == 200:
                     ready: dict[str, Any] = answer.json()
                     return ready

@@ -57,6 +57,18 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Whatever sys.stderr is when a record is written: a caller that swaps it (a test
+    runner capturing a command's output) never leaves the handler on a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
     """Send every logger's records at ``level`` and above to stderr (or ``stream``) as
     ``fmt`` (text|json). Called by each server and command at start; calling it again
@@ -66,7 +78,9 @@ def configure_logging(level: str = "info", fmt: str = "text", stream: TextIO | N
         raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.StreamHandler = (  # type: ignore[type-arg]
+        logging.StreamHandler(stream) if stream is not None else _Stderr()
+    )
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     if not getattr(logging.getLogRecordFactory(), "evroam", False):
         logging.setLogRecordFactory(_with_ids_factory(logging.getLogRecordFactory()))
