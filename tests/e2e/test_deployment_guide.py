@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 
 from evroam.db import schema as s
 from evroam.db.engine import make_engine
+from evroam.sim.processes import free_port
 from tests.certs import self_signed
 
 pytestmark = pytest.mark.e2e
@@ -140,14 +141,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Gateway:

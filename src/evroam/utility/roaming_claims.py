@@ -43,11 +43,12 @@ class RoamingClaims:
         with ctx.engine.connect() as conn:
             pending = roaming.unsent_claims(conn, ctx.utility_id)
         sent = 0
-        for claim_id, tx in pending:
+        for position, (claim_id, tx) in enumerate(pending):
+            left = len(pending) - position  # this claim and those behind it
             try:
                 ctx.clearinghouse.send_transaction(tx)
             except Unavailable as err:
-                self._failed(claim_id, tx, f"clearinghouse unavailable: {err}", len(pending) - sent)
+                self._failed(claim_id, tx, f"clearinghouse unavailable: {err}", left)
                 return sent
             except Exception as err:
                 if _refused_for_good(err):
@@ -57,7 +58,7 @@ class RoamingClaims:
                     continue
                 # A failure that may pass (credentials refused, a bug): kept, in order, for
                 # the next try; the message that rated the session must not fail for it.
-                self._failed(claim_id, tx, f"refused: {err}", len(pending) - sent)
+                self._failed(claim_id, tx, f"refused: {err}", left)
                 return sent
             with ctx.engine.begin() as conn:
                 roaming.mark_sent(conn, claim_id, ctx.clock())
